@@ -1,0 +1,61 @@
+"""`nnunet-cdl` command line: one subcommand per tool, each implemented in its concept's `cli` module.
+
+Subcommand modules are imported only when called, so `nnunet-cdl synth` does not pay for torch or nnU-Net.
+Each module exposes `main(argv: list[str], prog: str) -> int`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from nnunet_cdl import __version__
+from nnunet_cdl.errors import CdlError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("nnunet_cdl.synth.cli", "generate a synthetic abdominal CT dataset with noisy pseudo-labels"),
+    "clean-labels": ("nnunet_cdl.synth.clean_cli", "map label values outside the dataset's labels to 0"),
+}
+"""Subcommand -> (module, one-line help)."""
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"usage: nnunet-cdl <command> [options]   (nnunet-cdl {__version__})", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, help_text) in COMMANDS.items()]
+    lines += ["", "Run `nnunet-cdl <command> -h` for a command's options."]
+    return "\n".join(lines)
+
+
+def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command body; a `CdlError` becomes one line on stderr and exit code 2."""
+    try:
+        return int(body() or 0)
+    except CdlError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"nnunet-cdl: error: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    prog = f"nnunet-cdl {name}"
+    return run_guarded(prog, lambda: module.main(argv[1:], prog))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

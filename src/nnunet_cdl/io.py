@@ -1,0 +1,193 @@
+"""Reading and writing CT volumes and label maps with their geometry, atomically.
+
+Arrays are numpy in SimpleITK's (z, y, x) order; geometry is kept in ITK's (x, y, z) convention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_cdl.errors import CdlError
+
+NIFTI_ENDING = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical placement of a 3-D volume in ITK convention.
+
+    spacing: (x, y, z) voxel size in mm; origin: (x, y, z) in mm; direction: 9 floats, row-major 3x3.
+    """
+
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Spacing in the numpy array's axis order (z, y, x), mm."""
+        return (self.spacing[2], self.spacing[1], self.spacing[0])
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        return cls(tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection()))
+
+    def apply(self, image: sitk.Image) -> sitk.Image:
+        """Set this geometry on `image` (in place) and return it."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    def matches(self, other: Geometry, tolerance: float = 1e-4) -> bool:
+        """True when spacing, origin and direction agree within `tolerance` (relative for spacing, mm/abs else)."""
+        spacing_ok = np.allclose(self.spacing, other.spacing, rtol=tolerance, atol=tolerance)
+        origin_ok = np.allclose(self.origin, other.origin, rtol=0, atol=max(tolerance, 1e-3))
+        direction_ok = np.allclose(self.direction, other.direction, rtol=0, atol=tolerance)
+        return bool(spacing_ok and origin_ok and direction_ok)
+
+
+@dataclass
+class Volume:
+    """A 3-D array (z, y, x) with its geometry."""
+
+    array: np.ndarray
+    geometry: Geometry
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read a 3-D image; a clear `CdlError` names the file when it is missing, unreadable or not 3-D."""
+    path = Path(path)
+    if not path.is_file():
+        raise CdlError(f"{path}: file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise CdlError(f"{path}: cannot read image ({first_line})") from exc
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise CdlError(
+            f"{path}: expected a 3-D single-channel image, got {image.GetDimension()}-D with "
+            f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+        )
+    if min(image.GetSpacing()) <= 0:
+        raise CdlError(f"{path}: spacing {image.GetSpacing()} has a zero or negative value")
+    return Volume(sitk.GetArrayFromImage(image), Geometry.of(image))
+
+
+def read_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int], Geometry]:
+    """Array shape (z, y, x) and geometry of an image, read from its header only."""
+    path = Path(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise CdlError(f"{path}: cannot read image header") from exc
+    size = reader.GetSize()
+    geometry = Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
+    return (size[2], size[1], size[0]), geometry
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto `path`, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it replaces `path`, on error it is removed.
+
+    Raises `CdlError` when `path` exists and `overwrite` is False, so a failed run leaves no partial output.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise CdlError(f"{path}: already exists; remove it or pass --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_volume(
+    path: str | os.PathLike[str], array: np.ndarray, geometry: Geometry, compress: bool = True
+) -> None:
+    """Write a (z, y, x) array with `geometry` atomically (temporary file, then rename)."""
+    image = geometry.apply(sitk.GetImageFromArray(array))
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON atomically, indented, keys in insertion order."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; a clear `CdlError` names the file when it is missing or invalid."""
+    path = Path(path)
+    if not path.is_file():
+        raise CdlError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CdlError(f"{path}: invalid JSON ({exc})") from exc
+
+
+def case_id_from_label_file(path: Path, file_ending: str = NIFTI_ENDING) -> str:
+    """`Case_0001.nii.gz` -> `Case_0001`."""
+    return path.name[: -len(file_ending)]
+
+
+def case_id_from_image_file(path: Path, file_ending: str = NIFTI_ENDING) -> str:
+    """nnU-Net image naming: `Case_0001_0000.nii.gz` -> `Case_0001`."""
+    stem = path.name[: -len(file_ending)]
+    if len(stem) < 6 or stem[-5] != "_" or not stem[-4:].isdigit():
+        raise CdlError(f"{path}: not named like an nnU-Net image (CASE_XXXX{file_ending}, XXXX the channel)")
+    return stem[:-5]
+
+
+def list_label_files(folder: str | os.PathLike[str], file_ending: str = NIFTI_ENDING) -> dict[str, Path]:
+    """Case id -> label file for every `*{file_ending}` in `folder` (nnU-Net labelsTr naming), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CdlError(f"{folder}: folder not found")
+    return {case_id_from_label_file(p, file_ending): p for p in sorted(folder.glob(f"*{file_ending}"))}
+
+
+def list_image_files(folder: str | os.PathLike[str], file_ending: str = NIFTI_ENDING) -> dict[str, Path]:
+    """Case id -> channel-0 image (`CASE_0000{file_ending}`) for every case in `folder`, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CdlError(f"{folder}: folder not found")
+    return {case_id_from_image_file(p, file_ending): p for p in sorted(folder.glob(f"*_0000{file_ending}"))}
