@@ -1,0 +1,190 @@
+"""nnU-Net trainers for the CDL-UNet light 3D U-Net (plans `nnUNetPlansLightUNet` from `LightUNetPlanner`).
+
+Protocol of the paper (nnU-Net's defaults plus two changes): SGD (lr 0.01, momentum 0.99, Nesterov), poly decay
+with exponent 0.9, Dice + cross-entropy with nnU-Net's deep supervision, final checkpoint used; elastic deformation
+ON, mirroring OFF in training and at test time (`inference_allowed_mirroring_axes = None`, saved in the checkpoint
+and honoured by the stock predictor). The network is rebuilt from the plans' `architecture` section by nnU-Net's
+own `build_network_architecture`.
+
+Length of training: each class has a `schedule`; the environment variables in `SCHEDULE_VARIABLES` override it
+(e.g. `nnUNet_cdl_num_epochs=200 nnUNetv2_train ... -tr nnUNetTrainerLightUNet`). The override is logged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+
+from nnunet_cdl.errors import CdlError
+
+
+@dataclass(frozen=True)
+class TrainingSchedule:
+    """How long a training runs: epochs and (validation) iterations per epoch."""
+
+    num_epochs: int
+    num_iterations_per_epoch: int
+    num_val_iterations_per_epoch: int
+
+
+SCHEDULE_VARIABLES: dict[str, str] = {
+    "num_epochs": "nnUNet_cdl_num_epochs",
+    "num_iterations_per_epoch": "nnUNet_cdl_num_iterations_per_epoch",
+    "num_val_iterations_per_epoch": "nnUNet_cdl_num_val_iterations_per_epoch",
+}
+"""TrainingSchedule field -> environment variable that overrides it."""
+
+
+def schedule_from_env(default: TrainingSchedule, environ: Mapping[str, str]) -> TrainingSchedule:
+    """`default` with the values set in `environ` (positive integers) replaced; bad values are a `CdlError`."""
+    overrides: dict[str, int] = {}
+    for field_name, variable in SCHEDULE_VARIABLES.items():
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise CdlError(f"environment variable {variable}={raw!r} must be a positive integer")
+        overrides[field_name] = value
+    return replace(default, **overrides)
+
+
+@dataclass(frozen=True)
+class ElasticMagnitude:
+    """Elastic displacement magnitude (voxels) for batchgeneratorsv2's SpatialTransform.
+
+    The transform smooths unit noise with sigma = deformation_scale * patch edge (voxels) and scales it to this
+    maximum displacement: a fraction in [low, high] of sigma. Fractions below 1 keep the field from folding.
+    Picklable, so data augmentation workers can use it.
+    """
+
+    low: float
+    high: float
+
+    def __call__(self, *, patch_size: tuple[int, ...], dim: int, deformation_scale: float, **_: object) -> float:
+        return float(np.random.uniform(self.low, self.high) * deformation_scale * patch_size[dim])
+
+
+@dataclass(frozen=True)
+class ElasticDeformation:
+    """Elastic deformation settings: probability per sample, sigma as a fraction of the patch edge, magnitude."""
+
+    probability: float = 0.2
+    scale: tuple[float, float] = (0.05, 0.1)
+    magnitude_per_sigma: tuple[float, float] = (0.0, 0.5)
+
+
+def enable_elastic_deformation(transforms: BasicTransform, elastic: ElasticDeformation) -> SpatialTransform:
+    """Switch on elastic deformation in the (single) SpatialTransform of nnU-Net's training pipeline, in place."""
+    members = transforms.transforms if isinstance(transforms, ComposeTransforms) else [transforms]
+    spatial = [t for t in members if isinstance(t, SpatialTransform)]
+    if len(spatial) != 1:
+        raise RuntimeError(f"expected one SpatialTransform in the training transforms, found {len(spatial)}")
+    transform = spatial[0]
+    transform.p_elastic_deform = elastic.probability
+    transform.elastic_deform_scale = elastic.scale
+    transform.elastic_deform_magnitude = ElasticMagnitude(*elastic.magnitude_per_sigma)
+    return transform
+
+
+def cap_cpu_threads(environ: Mapping[str, str]) -> int:
+    """Limit torch's CPU threads to OMP_NUM_THREADS when set (nnUNetv2_train -device cpu takes every core)."""
+    raw = environ.get("OMP_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0 and torch.get_num_threads() > int(raw):
+        torch.set_num_threads(int(raw))
+    return torch.get_num_threads()
+
+
+class nnUNetTrainerLightUNet(nnUNetTrainer):
+    """CDL-UNet protocol for the light 3D U-Net: elastic deformation on, no mirroring (train or test)."""
+
+    schedule = TrainingSchedule(num_epochs=1000, num_iterations_per_epoch=250, num_val_iterations_per_epoch=50)
+    elastic = ElasticDeformation()
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        schedule = schedule_from_env(self.schedule, os.environ)
+        self.num_epochs = schedule.num_epochs
+        self.num_iterations_per_epoch = schedule.num_iterations_per_epoch
+        self.num_val_iterations_per_epoch = schedule.num_val_iterations_per_epoch
+        if schedule != self.schedule:
+            self.print_to_log_file(f"schedule overridden by environment ({', '.join(SCHEDULE_VARIABLES.values())})")
+        self.print_to_log_file(
+            f"{self.__class__.__name__}: {schedule.num_epochs} epochs x {schedule.num_iterations_per_epoch} "
+            f"iterations (validation {schedule.num_val_iterations_per_epoch}); elastic deformation "
+            f"p={self.elastic.probability}; mirroring off"
+        )
+        if self.device.type == "cpu":
+            threads = cap_cpu_threads(os.environ)
+            self.print_to_log_file(
+                f"CPU training: {threads} torch threads, {get_allowed_n_proc_DA()} data augmentation processes "
+                "(nnUNet_n_proc_DA)"
+            )
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        """nnU-Net's rotation and dummy-2D settings without mirroring, for training and inference."""
+        rotation_for_da, do_dummy_2d_data_aug, initial_patch_size, _ = (
+            super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        )
+        self.inference_allowed_mirroring_axes = None
+        return rotation_for_da, do_dummy_2d_data_aug, initial_patch_size, None
+
+    @classmethod
+    def get_training_transforms(
+        cls,
+        patch_size: np.ndarray | tuple[int, ...],
+        rotation_for_DA,
+        deep_supervision_scales: list | tuple | None,
+        mirror_axes: tuple[int, ...] | None,
+        do_dummy_2d_data_aug: bool,
+        use_mask_for_norm: list[bool] | None = None,
+        is_cascaded: bool = False,
+        foreground_labels: tuple[int, ...] | list[int] | None = None,
+        regions: list | None = None,
+        ignore_label: int | None = None,
+    ) -> BasicTransform:
+        """nnU-Net's training pipeline with elastic deformation switched on (`cls.elastic`)."""
+        transforms = super().get_training_transforms(
+            patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes, do_dummy_2d_data_aug,
+            use_mask_for_norm=use_mask_for_norm, is_cascaded=is_cascaded, foreground_labels=foreground_labels,
+            regions=regions, ignore_label=ignore_label,
+        )
+        enable_elastic_deformation(transforms, cls.elastic)
+        return transforms
+
+
+class nnUNetTrainerLightUNet_1epoch(nnUNetTrainerLightUNet):
+    """Smoke test: 1 epoch of 4 training and 2 validation iterations."""
+
+    schedule = TrainingSchedule(num_epochs=1, num_iterations_per_epoch=4, num_val_iterations_per_epoch=2)
+
+
+class nnUNetTrainerLightUNet_5epochs(nnUNetTrainerLightUNet):
+    """Short CPU run: 5 epochs of 4 training and 2 validation iterations."""
+
+    schedule = TrainingSchedule(num_epochs=5, num_iterations_per_epoch=4, num_val_iterations_per_epoch=2)
+
+
+class nnUNetTrainerLightUNet_50epochs(nnUNetTrainerLightUNet):
+    """CPU experiment on phantoms: 50 epochs of 25 training and 5 validation iterations."""
+
+    schedule = TrainingSchedule(num_epochs=50, num_iterations_per_epoch=25, num_val_iterations_per_epoch=5)

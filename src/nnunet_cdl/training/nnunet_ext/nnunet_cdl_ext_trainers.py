@@ -1,0 +1,12 @@
+"""Re-exports nnunet-cdl's trainers for nnU-Net's `nnUNet_extTrainer` lookup (see nnunet_cdl.nnunet_env).
+
+nnU-Net imports every .py file of this folder as a top-level module: keep this the only file, use absolute imports
+only, and add one import line per trainer module.
+"""
+
+from nnunet_cdl.training.light_unet import (  # noqa: F401
+    nnUNetTrainerLightUNet,
+    nnUNetTrainerLightUNet_1epoch,
+    nnUNetTrainerLightUNet_5epochs,
+    nnUNetTrainerLightUNet_50epochs,
+)
