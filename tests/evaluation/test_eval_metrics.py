@@ -101,7 +101,8 @@ def test_tube_judged_on_truth_slices_without_the_highest() -> None:
     bottom_missing[3] = 0  # the lowest truth slice counts: 3 of the 4 judged slices remain
     assert case_scores(truth, bottom_missing, (2.0, 1.0, 1.0))[AORTA][0] == pytest.approx(6 / 7)
     # A non-tube organ with the same extra voxels is judged on the whole volume.
-    liver_truth, liver_pred = np.where(truth > 0, LIVER, 0).astype(np.uint8), np.where(pred > 0, LIVER, 0).astype(np.uint8)
+    liver_truth = np.where(truth > 0, LIVER, 0).astype(np.uint8)
+    liver_pred = np.where(pred > 0, LIVER, 0).astype(np.uint8)
     assert case_scores(liver_truth, liver_pred, (2.0, 1.0, 1.0))[LIVER][0] == pytest.approx(40 / 68)
 
 
