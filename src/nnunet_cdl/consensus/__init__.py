@@ -1,0 +1,18 @@
+"""Label consensus (CDL-UNet's reliability and difficulty scores), curriculum files, and partial-label merging."""
+
+from nnunet_cdl.consensus.curriculum_file import CURRICULUM_FILE, Curriculum, case_fingerprint, read_curriculum
+from nnunet_cdl.consensus.scores import (
+    confusion_matrix,
+    difficulty_score,
+    multi_organ_dice,
+    pairwise_dice,
+    reliability_scores,
+    select_candidate,
+)
+from nnunet_cdl.consensus.tiers import TIERS, TRAINABLE_TIERS, Thresholds, assign_tier, assign_tiers, load_config
+
+__all__ = [
+    "CURRICULUM_FILE", "TIERS", "TRAINABLE_TIERS", "Curriculum", "Thresholds", "assign_tier", "assign_tiers",
+    "case_fingerprint", "confusion_matrix", "difficulty_score", "load_config", "multi_organ_dice", "pairwise_dice",
+    "read_curriculum", "reliability_scores", "select_candidate",
+]

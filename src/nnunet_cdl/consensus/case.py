@@ -1,0 +1,135 @@
+"""One case of `nnunet-cdl consensus`: read and clean its candidates, score them, write the refined label.
+
+At most the K candidate label maps of one case are in memory (uint8 after cleaning), never the image itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.io import Geometry, atomic_path, read_geometry, read_volume, write_volume
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """Everything one worker needs for one case (picklable)."""
+
+    case: str
+    image: Path | None
+    candidates: tuple[Path | None, ...]
+    """Label file per source, in source order; None where the source lacks the case."""
+    source_names: tuple[str, ...]
+    challenge: tuple[int, ...]
+    """Indices of the challenge sources (`--labels`), the ones Eq. 2 averages over."""
+    selectable: tuple[bool, ...]
+    allowed: tuple[int, ...]
+    ds_mode: str
+    out_label: Path
+
+
+@dataclass
+class CaseResult:
+    """Scores of one case; `error` set (and scores None) when the case could not be scored."""
+
+    case: str
+    rs: list[float] | None = None
+    dice: list[list[float]] | None = None
+    """Pairwise multi-organ Dice between the candidates, K x K."""
+    selected: int | None = None
+    ds: float | None = None
+    cleaned: list[int] | None = None
+    """Voxels set to 0 by cleaning, per source."""
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CaseResult:
+        return cls(**data)
+
+
+def label_dtype(allowed: tuple[int, ...]) -> type[np.unsignedinteger]:
+    """The smallest unsigned dtype that holds every allowed label value."""
+    return np.uint8 if max(allowed) < 256 else np.uint16
+
+
+def check_geometry(
+    path: Path, shape: tuple[int, ...], geometry: Geometry, ref_shape: tuple[int, ...], ref: Geometry, ref_name: str
+) -> None:
+    """Raise `CdlError` when a label's shape or geometry differs from the reference (never resampled)."""
+    if tuple(shape) != tuple(ref_shape):
+        raise CdlError(f"{path}: shape {tuple(shape)} (z, y, x) differs from {ref_name}'s {tuple(ref_shape)}")
+    if not geometry.matches(ref):
+        raise CdlError(
+            f"{path}: geometry differs from {ref_name}'s (spacing {geometry.spacing} vs {ref.spacing} mm, "
+            f"origin {geometry.origin} vs {ref.origin} mm, direction {geometry.direction} vs {ref.direction})"
+        )
+
+
+def load_candidate(path: Path, allowed: tuple[int, ...]) -> tuple[np.ndarray, Geometry, int, np.dtype]:
+    """Read and clean one candidate: (label (z, y, x) uint8/uint16, geometry, voxels cleaned, file dtype)."""
+    from nnunet_cdl.synth import clean_labels
+
+    volume = read_volume(path)
+    file_dtype = volume.array.dtype
+    cleaned, n_changed = clean_labels(volume.array, allowed)
+    return np.asarray(cleaned).astype(label_dtype(allowed), copy=False), volume.geometry, int(n_changed), file_dtype
+
+
+def score_case(job: CaseJob) -> CaseResult:
+    """Score one case and write its refined label to `job.out_label`; per-case problems go into `error`."""
+    result = CaseResult(job.case)
+    missing = [name for name, path in zip(job.source_names, job.candidates) if path is None]
+    problems = [f"missing in source(s) {', '.join(missing)}"] if missing else []
+    if job.image is None:
+        problems.append("no image in --images")
+    if problems:
+        result.error = "; ".join(problems)
+        return result
+    try:
+        _score(job, result)
+    except CdlError as exc:
+        result.error = str(exc)
+    return result
+
+
+def _score(job: CaseJob, result: CaseResult) -> None:
+    assert job.image is not None
+    ref_shape, ref_geometry = read_geometry(job.image)
+    labels: list[np.ndarray] = []
+    geometries: list[Geometry] = []
+    cleaned: list[int] = []
+    file_dtypes: list[np.dtype] = []
+    for path in job.candidates:
+        assert path is not None
+        label, geometry, n_changed, file_dtype = load_candidate(path, job.allowed)
+        check_geometry(path, label.shape, geometry, ref_shape, ref_geometry, f"image {job.image.name}")
+        labels.append(label)
+        geometries.append(geometry)
+        cleaned.append(n_changed)
+        file_dtypes.append(file_dtype)
+    num_classes = max(job.allowed) + 1
+    dice = pairwise_dice(labels, num_classes)
+    rs = reliability_scores(dice)
+    selected = select_candidate(rs, job.selectable)
+    ds = difficulty_score(dice, selected, job.ds_mode, job.challenge)  # type: ignore[arg-type]
+    source = job.candidates[selected]
+    assert source is not None
+    if cleaned[selected] == 0 and np.issubdtype(file_dtypes[selected], np.integer):
+        with atomic_path(job.out_label) as tmp:
+            shutil.copyfile(source, tmp)  # already clean: keep the source file byte for byte
+    else:
+        write_volume(job.out_label, labels[selected], geometries[selected])
+    result.rs = [float(v) for v in rs]
+    result.dice = [[float(v) for v in row] for row in dice]
+    result.selected = selected
+    result.ds = ds
+    result.cleaned = cleaned

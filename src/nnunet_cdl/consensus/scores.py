@@ -1,0 +1,108 @@
+"""Agreement between candidate label maps: confusion matrices, multi-organ Dice, RS and DS (CDL-UNet Eq. 1, 2).
+
+All functions are pure numpy. Label maps are integer arrays of identical shape, usually (z, y, x), holding values
+in `0..num_classes-1` (cleaned beforehand); 0 is background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+DsMode = Literal["others", "paper"]
+DS_MODES: tuple[str, ...] = ("others", "paper")
+TIE_TOLERANCE = 1e-9
+"""Reliability scores closer than this count as tied (the earlier source wins)."""
+
+_CHUNK_VOXELS = 1 << 23
+"""Voxels per bincount pass: bounds the int64 temporary to 64 MiB whatever the volume size."""
+
+
+def confusion_matrix(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray:
+    """Voxel counts `m[i, j]` = #voxels with `a == i` and `b == j`, shape (num_classes, num_classes), int64.
+
+    One bincount of `a * num_classes + b` per chunk of voxels; `a` and `b` must hold values in `0..num_classes-1`.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
+    for arr in (a, b):
+        if arr.size and (int(arr.max()) >= num_classes or int(arr.min()) < 0):
+            raise ValueError(f"label values outside 0..{num_classes - 1}: clean the labels first")
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
+    for start in range(0, flat_a.size, _CHUNK_VOXELS):
+        codes = flat_a[start : start + _CHUNK_VOXELS].astype(np.int64)
+        codes *= num_classes
+        codes += flat_b[start : start + _CHUNK_VOXELS]
+        counts += np.bincount(codes, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def organ_dice(confusion: np.ndarray) -> np.ndarray:
+    """Per-organ Dice (classes 1..C-1) from a confusion matrix, shape (C-1,); NaN where both maps lack the organ."""
+    intersection = np.diag(confusion)[1:].astype(np.float64)
+    sizes = confusion.sum(axis=1)[1:] + confusion.sum(axis=0)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sizes > 0, 2.0 * intersection / sizes, np.nan)
+
+
+def multi_organ_dice(confusion: np.ndarray) -> float:
+    """Mean Dice over the organs present in either map; 1.0 when neither map holds any organ (they agree)."""
+    per_organ = organ_dice(confusion)
+    present = ~np.isnan(per_organ)
+    return float(per_organ[present].mean()) if present.any() else 1.0
+
+
+def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Symmetric (K, K) matrix of multi-organ Dice between K label maps, ones on the diagonal.
+
+    One confusion matrix per unordered pair (K*(K-1)/2 passes over the voxels).
+    """
+    k = len(labels)
+    dice = np.eye(k, dtype=np.float64)
+    for i in range(k):
+        for j in range(i + 1, k):
+            dice[i, j] = dice[j, i] = multi_organ_dice(confusion_matrix(labels[i], labels[j], num_classes))
+    return dice
+
+
+def reliability_scores(dice: np.ndarray) -> np.ndarray:
+    """RS_i = mean Dice of candidate i with every other candidate (Eq. 1 for any K >= 2), shape (K,)."""
+    k = dice.shape[0]
+    if k < 2 or dice.shape != (k, k):
+        raise ValueError(f"need a square Dice matrix of at least 2 candidates, got shape {dice.shape}")
+    return (dice.sum(axis=1) - np.diag(dice)) / (k - 1)
+
+
+def select_candidate(rs: np.ndarray, selectable: Sequence[bool] | None = None) -> int:
+    """Index of the highest RS among the selectable candidates; ties (within `TIE_TOLERANCE`) go to the lowest index.
+
+    The lowest index is the source listed first on the command line, so users rank their sources by trust.
+    """
+    mask = np.ones(rs.shape[0], dtype=bool) if selectable is None else np.asarray(selectable, dtype=bool)
+    if mask.shape != rs.shape or not mask.any():
+        raise ValueError("at least one candidate must be selectable")
+    best = np.max(rs[mask])
+    return int(np.flatnonzero(mask & (rs >= best - TIE_TOLERANCE))[0])
+
+
+def difficulty_score(
+    dice: np.ndarray, selected: int, mode: DsMode = "others", challenge: Sequence[int] | None = None
+) -> float:
+    """Difficulty Score of a case, in [0, 1] (high = candidates agree = easy).
+
+    mode "others": mean Dice between the selected label and every other candidate (equals the selected RS).
+    mode "paper": CDL-UNet Eq. 2, mean Dice of the selected label with the challenge labels `challenge`
+    (indices, default all), which counts a Dice of 1 with itself when the selected label is one of them.
+    """
+    k = dice.shape[0]
+    if mode == "others":
+        return float(reliability_scores(dice)[selected])
+    if mode == "paper":
+        indices = list(range(k)) if challenge is None else list(challenge)
+        if not indices:
+            raise ValueError("paper mode needs at least one challenge label")
+        return float(np.mean(dice[selected, indices]))
+    raise ValueError(f"unknown DS mode {mode!r}; choose one of {DS_MODES}")
