@@ -144,4 +144,5 @@ def plot_efficiency(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     memory_ax = ax.twinx()
     memory_ax.plot(positions, [float(row["peak_rss_mb"]) for row in rows], "o", color="tab:red")
     memory_ax.set_ylabel("peak RSS of the process tree (MB)", color="tab:red")
+    memory_ax.set_ylim(bottom=0)
     ax.set_title("efficiency per case")
