@@ -47,6 +47,8 @@ def main(argv: list[str], prog: str) -> int:
     args = build_parser(prog).parse_args(argv)
     if args.num_processes < 1:
         raise CdlError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.out.exists() and not args.out.is_dir():
+        raise CdlError(f"--out {args.out}: exists and is not a folder")
     pairing = pair_cases(args.truth, args.pred, args.file_ending)
     efficiency_rows = read_efficiency_csv(args.efficiency) if args.efficiency is not None else None
     for case in pairing.missing_predictions:
