@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "merge-partial": ("nnunet_cdl.consensus.partial_cli", "fill the organs a partial label lacks from a teacher"),
     "evaluate": ("nnunet_cdl.evaluation.cli", "FLARE 2024 DSC and NSD per case and organ, with a report"),
     "bench": ("nnunet_cdl.evaluation.bench_cli", "wall time and peak memory of a prediction command, case by case"),
+    "plan": ("nnunet_cdl.planning.cli", "nnUNetv2_plan_and_preprocess with nnunet-cdl's planners (LightUNetPlanner)"),
+    "env": ("nnunet_cdl.nnunet_env", 'print the exports stock nnU-Net commands need: eval "$(nnunet-cdl env)"'),
 }
 """Subcommand -> (module, one-line help)."""
 
