@@ -1,0 +1,147 @@
+"""`nnunet-cdl predict`: nnUNetv2_predict's flags (and -m as nnUNetv2_predict_from_modelfolder) with the adaptive
+CPU predictor; `--tiling full` runs nnU-Net's stock predictor for comparison."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference.config import EXPORTS, available_cores, load_settings
+from nnunet_cdl.inference.backends import BACKENDS
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Predict with a trained nnU-Net model: nnUNetv2_predict's flags plus a fast CPU predictor "
+        "(center-first adaptive tiling, body crop, bf16/OpenVINO backends, fast export, post-processing).",
+    )
+    nn = parser.add_argument_group("nnUNetv2_predict flags (same meaning)")
+    nn.add_argument("-i", required=True, help="input folder (CASE_0000.nii.gz ...)")
+    nn.add_argument("-o", required=True, help="output folder (created)")
+    nn.add_argument("-d", default=None, help="dataset name or id (with -c; or give -m)")
+    nn.add_argument("-m", default=None, help="trained model folder, as nnUNetv2_predict_from_modelfolder -m")
+    nn.add_argument("-p", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    nn.add_argument("-tr", default="nnUNetTrainer", help="trainer class (default nnUNetTrainer)")
+    nn.add_argument("-c", default=None, help="configuration, e.g. 3d_fullres (required with -d)")
+    nn.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"], help="folds (default 0 1 2 3 4)")
+    nn.add_argument("-step_size", type=float, default=0.5, help="sliding window step (fraction of the patch)")
+    nn.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
+    nn.add_argument("--verbose", action="store_true")
+    nn.add_argument("--save_probabilities", action="store_true", help="also write CASE.npz and CASE.pkl")
+    nn.add_argument("--continue_prediction", "--c", action="store_true", help="skip cases already predicted")
+    nn.add_argument("-chk", default="checkpoint_final.pth", help="checkpoint file name")
+    nn.add_argument("-npp", type=int, default=3, help="preprocessing processes (--tiling full only)")
+    nn.add_argument("-nps", type=int, default=3, help="export processes (--tiling full only)")
+    nn.add_argument("-prev_stage_predictions", default=None, help="cascade input (--tiling full only)")
+    nn.add_argument("-num_parts", type=int, default=1, help="number of parts the cases are split into")
+    nn.add_argument("-part_id", type=int, default=0, help="which part this call predicts (0-based)")
+    nn.add_argument("-device", default="cpu", help="cpu (default here; nnU-Net's is cuda), cuda or mps")
+    nn.add_argument("--disable_progress_bar", action="store_true")
+    nn.add_argument("--not_on_device", action="store_true", help="(--tiling full, cuda) keep results on the CPU")
+    ours = parser.add_argument_group("nnunet-cdl flags")
+    ours.add_argument("--tiling", choices=("adaptive", "full"), default="adaptive",
+                      help="adaptive (default) or full = nnU-Net's stock predictor, for comparison")
+    ours.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
+                      help="window backend (default from the preset: auto = first installed of openvino-bf16, "
+                      "torch-bf16, openvino-fp32, torch-fp32)")
+    ours.add_argument("--threads", type=int, default=None, help=f"CPU threads (default: all {available_cores()})")
+    ours.add_argument("--export", choices=EXPORTS, default=None, help="fast (default) or stock resampling")
+    ours.add_argument("--no-postprocess", action="store_true", help="keep every connected component")
+    ours.add_argument("--no-body-crop", action="store_true", help="tile the whole image, air included")
+    ours.add_argument("--record", type=Path, default=None, help="folder for one JSON record per case")
+    ours.add_argument("--preset", type=Path, default=None, help="inference preset JSON (default: packaged)")
+    return parser
+
+
+def model_folder(args: argparse.Namespace) -> str:
+    """-m, or nnU-Net's results folder of -d/-tr/-p/-c."""
+    if args.m is not None:
+        if args.d is not None:
+            raise CdlError("give either -m MODEL_FOLDER or -d DATASET -c CONFIGURATION, not both")
+        if not Path(args.m).is_dir():
+            raise CdlError(f"-m {args.m}: folder not found")
+        return args.m
+    if args.d is None or args.c is None:
+        raise CdlError("give -m MODEL_FOLDER, or -d DATASET with -c CONFIGURATION")
+    if not os.environ.get("nnUNet_results"):
+        raise CdlError("-d needs nnUNet_results set (export nnUNet_results=...), or give -m MODEL_FOLDER")
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    try:
+        return get_output_folder(args.d, args.tr, args.p, args.c)
+    except (RuntimeError, ValueError) as exc:
+        raise CdlError(f"-d {args.d}: {exc}") from exc
+
+
+def device_of(name: str) -> torch.device:
+    if name not in ("cpu", "cuda", "mps"):
+        raise CdlError(f"-device must be cpu, cuda or mps, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CdlError("-device cuda: no CUDA device here; use -device cpu")
+    return torch.device(name)
+
+
+def main(argv: list[str], prog: str) -> int:
+    args = build_parser(prog).parse_args(argv)
+    folds = [f if f == "all" else int(f) for f in args.f]
+    if not 0 < args.step_size <= 1:
+        raise CdlError(f"-step_size must be in (0, 1], got {args.step_size}")
+    if not 0 <= args.part_id < args.num_parts:
+        raise CdlError(f"-part_id must be in 0..{args.num_parts - 1}, got {args.part_id}")
+    if args.threads is not None and args.threads < 1:
+        raise CdlError(f"--threads must be >= 1, got {args.threads}")
+    if not Path(args.i).is_dir():
+        raise CdlError(f"-i {args.i}: input folder not found")
+    folder = model_folder(args)
+    device = device_of(args.device)
+    settings = load_settings(args.preset)
+    settings = settings.with_overrides(
+        backend=args.backend, export=args.export, threads=args.threads, record_dir=args.record,
+        postprocess=replace(settings.postprocess, enabled=False) if args.no_postprocess else None,
+        body=replace(settings.body, enabled=False) if args.no_body_crop else None,
+    )
+    torch.set_num_threads(settings.threads)
+    Path(args.o).mkdir(parents=True, exist_ok=True)
+    common = dict(
+        tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
+        perform_everything_on_device=not args.not_on_device, device=device, verbose=args.verbose,
+        verbose_preprocessing=args.verbose, allow_tqdm=not args.disable_progress_bar,
+    )
+    if args.tiling == "full":
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+        from nnunet_cdl.nnunet_env import ensure_nnunet_env
+
+        ensure_nnunet_env()
+        predictor = nnUNetPredictor(**common)
+        _check_checkpoints(folder, folds, args.chk)
+        predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
+        predictor.predict_from_files(
+            args.i, args.o, save_probabilities=args.save_probabilities, overwrite=not args.continue_prediction,
+            num_processes_preprocessing=args.npp, num_processes_segmentation_export=args.nps,
+            folder_with_segs_from_prev_stage=args.prev_stage_predictions, num_parts=args.num_parts,
+            part_id=args.part_id,
+        )
+        return 0
+    from nnunet_cdl.inference.predictor import nnUNetCdlPredictor
+
+    predictor = nnUNetCdlPredictor(**common, settings=settings)
+    predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
+    predictor.predict_from_files(
+        args.i, args.o, save_probabilities=args.save_probabilities, overwrite=not args.continue_prediction,
+        folder_with_segs_from_prev_stage=args.prev_stage_predictions, num_parts=args.num_parts,
+        part_id=args.part_id,
+    )
+    return 0
+
+
+def _check_checkpoints(folder: str, folds: list, checkpoint: str) -> None:
+    missing = [str(Path(folder, f"fold_{f}", checkpoint)) for f in folds if not Path(folder, f"fold_{f}", checkpoint).is_file()]
+    if missing:
+        raise CdlError(f"checkpoint not found: {', '.join(missing)} (choose folds with -f, the file with -chk)")

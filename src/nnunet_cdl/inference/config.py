@@ -1,0 +1,64 @@
+"""Inference settings: the preset `configs/inference.json` plus command-line overrides."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference.body import BodyRules
+from nnunet_cdl.inference.postprocess import PostprocessRules
+from nnunet_cdl.inference.tiling import TilingRules
+from nnunet_cdl.io import read_json
+
+PRESET = Path(__file__).resolve().parent.parent / "configs" / "inference.json"
+EXPORTS = ("fast", "stock")
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (affinity-aware)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """Everything our predictor adds to nnU-Net's: tiling, body crop, post-processing, backend, export, threads."""
+
+    tiling: TilingRules = field(default_factory=TilingRules)
+    body: BodyRules = field(default_factory=BodyRules)
+    postprocess: PostprocessRules = field(default_factory=PostprocessRules)
+    backend: str = "auto"
+    export: str = "fast"
+    """fast: trilinear input resampling, argmax at network resolution, nearest-neighbour labels back;
+    stock: nnU-Net's resampling of the data and of every class's logits."""
+    threads: int = field(default_factory=available_cores)
+    record_dir: Path | None = None
+
+    def with_overrides(self, **changes: object) -> InferenceSettings:
+        """A copy with the given fields replaced (None values are ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> InferenceSettings:
+    """Settings from a preset JSON (default: the packaged `configs/inference.json`); unknown keys are errors."""
+    path = Path(path) if path is not None else PRESET
+    values = read_json(path)
+    unknown = sorted(set(values) - {"tiling", "body", "postprocess", "backend", "export"})
+    if unknown:
+        raise CdlError(f"{path}: unknown key(s) {unknown}")
+    try:
+        settings = InferenceSettings(
+            tiling=TilingRules.from_dict(values.get("tiling", {})),
+            body=BodyRules.from_dict(values.get("body", {})),
+            postprocess=PostprocessRules.from_dict(values.get("postprocess", {})),
+            backend=values.get("backend", "auto"),
+            export=values.get("export", "fast"),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CdlError(f"{path}: {exc}") from exc
+    if settings.export not in EXPORTS:
+        raise CdlError(f"{path}: export must be one of {EXPORTS}, got {settings.export!r}")
+    return settings

@@ -1,0 +1,151 @@
+"""Per-case pipeline of `nnUNetCdlPredictor.predict_from_files`: read -> body crop -> preprocess -> adaptive
+sliding window -> export -> post-process -> atomic write, timed per stage, one case's failure isolated."""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference.cases import check_image_file
+from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
+from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
+from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb
+from nnunet_cdl.io import atomic_path, write_json
+
+SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
+
+
+def case_name(first_file: str, file_ending: str) -> str:
+    """`CASE_0000.nii.gz` -> `CASE` (nnU-Net's channel naming)."""
+    name = os.path.basename(first_file)
+    return name[: -(len(file_ending) + 5)] if name.endswith(file_ending) else name
+
+
+def read_case(predictor, files: list[str]) -> tuple[np.ndarray, dict]:
+    """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem."""
+    for path in files:
+        if str(path).endswith(SITK_ENDINGS):
+            check_image_file(path)
+        elif not Path(path).is_file():
+            raise CdlError(f"{path}: file not found")
+    reader = predictor.plans_manager.image_reader_writer_class()
+    try:
+        data, properties = reader.read_images(files)
+    except Exception as exc:  # nnU-Net's readers raise assorted errors for unreadable or inconsistent files
+        raise CdlError(f"{files[0]}: cannot read ({type(exc).__name__}: {exc})") from exc
+    expected = predictor._input_channels()
+    if data.shape[0] != expected:
+        raise CdlError(f"{files[0]}: the model expects {expected} channel file(s) per case, got {data.shape[0]}")
+    return data, properties
+
+
+def predict_case(predictor, files: list[str], output_truncated: str | None, save_probabilities: bool, record: CaseRecord):
+    """Run one case; returns the segmentation (z, y, x) in file axis order when `output_truncated` is None."""
+    pm, cm = predictor.plans_manager, predictor.configuration_manager
+    settings = predictor.settings
+    with record.stage("reading"):
+        data, properties = read_case(predictor, files)
+    full_shape = data.shape[1:]
+    record.image_shape = [int(s) for s in full_shape]
+    with record.stage("preprocessing"):
+        box = predictor.crop_to_body(data, properties["spacing"])
+        record.body_box = [[int(s.start), int(s.stop)] for s in box]
+        crop = data[(slice(None), *box)]
+        fast = settings.export == "fast" and fast_supported(cm)
+        if fast:
+            network_input, net_properties = fast_preprocess(crop, properties, pm, cm)
+        else:
+            preprocessor = cm.preprocessor_class(verbose=False)
+            array, _, net_properties = preprocessor.run_case_npy(
+                crop, None, copy.deepcopy(properties), pm, cm, predictor.dataset_json
+            )
+            network_input = torch.from_numpy(array)
+        del data, crop
+    record.network_shape = [int(s) for s in network_input.shape[1:]]
+    with record.stage("network"):
+        torch.set_num_threads(settings.threads)
+        result = predictor.adaptive_sliding_window(network_input, keep_logits=not fast or save_probabilities)
+        record.windows = {
+            "grid": result.grid,
+            "planned": result.windows_planned,
+            "run": result.windows_run,
+            "skipped": result.windows_skipped,
+            "slabs": {r: result.slab_reasons.count(r) for r in sorted(set(result.slab_reasons))},
+        }
+        del network_input
+    with record.stage("exporting"):
+        probabilities = None
+        if fast and not save_probabilities:
+            labels = fast_labels(predictor.postprocess(result.labels), net_properties, pm)
+        else:
+            labels, probabilities = stock_labels(
+                result.logits, net_properties, pm, cm, predictor.label_manager, settings.threads, save_probabilities
+            )
+            labels = predictor.postprocess(labels)
+        del result
+        segmentation = paste_box(labels, box, full_shape)
+        if probabilities is not None:
+            full = np.zeros((probabilities.shape[0], *full_shape), dtype=probabilities.dtype)
+            full[0] = 1
+            full[(slice(None), *box)] = probabilities
+            probabilities = full
+    if output_truncated is None:
+        return segmentation
+    with record.stage("writing"):
+        writer = pm.image_reader_writer_class()
+        with atomic_path(output_truncated + predictor.dataset_json["file_ending"]) as tmp:
+            writer.write_seg(segmentation, str(tmp), properties)
+        if probabilities is not None:
+            with atomic_path(output_truncated + ".npz") as tmp:
+                np.savez_compressed(tmp, probabilities=probabilities)
+            with atomic_path(output_truncated + ".pkl") as tmp:
+                tmp.write_bytes(pickle.dumps(net_properties))
+    return None
+
+
+def write_folder_metadata(predictor, output_folder: str) -> None:
+    """dataset.json and plans.json beside the predictions, as nnU-Net writes them (its tools need them)."""
+    write_json(Path(output_folder) / "dataset.json", predictor.dataset_json)
+    write_json(Path(output_folder) / "plans.json", predictor.plans_manager.plans)
+
+
+def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save_probabilities: bool, output_arg):
+    """Predict every case; log one line per case, write its record; raise `CdlError` at the end if any failed."""
+    settings = predictor.settings
+    if isinstance(output_arg, str):
+        write_folder_metadata(predictor, output_arg)
+    elif outputs:
+        write_folder_metadata(predictor, os.path.dirname(outputs[0]) or os.curdir)
+    ending = predictor.dataset_json["file_ending"]
+    records, segmentations = [], []
+    count = len(lists)
+    for index, files in enumerate(lists, start=1):
+        out = outputs[index - 1] if outputs else None
+        record = CaseRecord(
+            case=case_name(files[0], ending), inputs=[str(f) for f in files], output=out + ending if out else None,
+            backend=predictor.backend_name, threads=settings.threads, export=settings.export,
+            postprocess=settings.postprocess.enabled,
+        )
+        try:
+            segmentation = predict_case(predictor, files, out, save_probabilities, record)
+            if out is None:
+                segmentations.append(segmentation)
+        except Exception as exc:  # one bad case must not stop the others; it is reported and fails the run
+            record.status = "failed"
+            record.error = str(exc) if isinstance(exc, CdlError) else f"{files[0]}: {type(exc).__name__}: {exc}"
+        record.peak_rss_mb = round(peak_rss_mb(), 1)
+        predictor.log(record.progress_line(index, count))
+        if settings.record_dir is not None:
+            write_json(Path(settings.record_dir) / f"{record.case}.json", record.as_dict())
+        records.append(record)
+    predictor.last_records = records
+    failed = [r.case for r in records if r.status != "ok"]
+    if failed:
+        raise CdlError(f"{len(failed)} of {count} case(s) failed: {', '.join(failed)} (see the lines above)")
+    return segmentations if outputs is None else records

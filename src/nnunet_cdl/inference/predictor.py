@@ -1,0 +1,223 @@
+"""`nnUNetCdlPredictor`: nnU-Net's predictor with center-first adaptive tiling, a body crop, CPU backends,
+a fast export, post-processing and a per-case record. Same Python API as `nnUNetPredictor`."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference import body as body_crop
+from nnunet_cdl.inference.backends import Backend, build_backend, resolve_backend
+from nnunet_cdl.inference.config import InferenceSettings, load_settings
+from nnunet_cdl.inference.postprocess import remove_small_components
+from nnunet_cdl.inference.sliding import SlidingResult, run_plan
+from nnunet_cdl.inference.tiling import plan_tiling
+from nnunet_cdl.nnunet_env import ensure_nnunet_env
+
+
+class nnUNetCdlPredictor(nnUNetPredictor):
+    """Drop-in `nnUNetPredictor` for CPUs. Differences (see docs/inference.md):
+
+    - sliding window: per z-slab the in-plane center window first; the rest of the slab only when the center
+      shows organs (`TilingRules`); fold ensembles and mirroring are averaged per window;
+    - torch threads = `settings.threads` (all given cores, no cap at 8); bf16 / OpenVINO backends;
+    - `predict_from_files`: per case body crop, fast or stock export, post-processing, atomic outputs, a JSON
+      record and a progress line; a failing case is reported and the others go on.
+    """
+
+    def __init__(
+        self,
+        tile_step_size: float = 0.5,
+        use_gaussian: bool = True,
+        use_mirroring: bool = True,
+        perform_everything_on_device: bool = False,
+        device: torch.device = torch.device("cpu"),
+        verbose: bool = False,
+        verbose_preprocessing: bool = False,
+        allow_tqdm: bool = True,
+        settings: InferenceSettings | None = None,
+    ):
+        super().__init__(
+            tile_step_size, use_gaussian, use_mirroring, perform_everything_on_device and device.type == "cuda",
+            device, verbose, verbose_preprocessing, allow_tqdm,
+        )
+        self.settings = settings if settings is not None else load_settings()
+        self.backend_name = resolve_backend(self.settings.backend, device)
+        self.checkpoints: list[Path] | None = None
+        self._backends: list[Backend] | None = None
+        self.last_records: list = []
+        """`CaseRecord`s of the last `predict_from_files` call."""
+
+    # ---------------------------------------------------------------- model loading
+    def initialize_from_trained_model_folder(
+        self, model_training_output_dir: str, use_folds: tuple | list | str | None, checkpoint_name: str = "checkpoint_final.pth"
+    ) -> None:
+        """As nnU-Net's, with clear errors for a missing folder, plans or checkpoint; our trainers are found."""
+        folder = Path(model_training_output_dir)
+        for name in ("dataset.json", "plans.json"):
+            if not (folder / name).is_file():
+                raise CdlError(f"{folder}: not a trained nnU-Net model folder ({name} missing)")
+        if use_folds is None:
+            use_folds = self.auto_detect_available_folds(str(folder), checkpoint_name)
+            if not use_folds:
+                raise CdlError(f"{folder}: no fold_X/{checkpoint_name} found; train the model or pass -chk")
+        folds = [use_folds] if isinstance(use_folds, str) else list(use_folds)
+        checkpoints = [folder / f"fold_{f}" / checkpoint_name for f in folds]
+        missing = [str(c) for c in checkpoints if not c.is_file()]
+        if missing:
+            raise CdlError(f"checkpoint not found: {', '.join(missing)} (choose folds with -f, the file with -chk)")
+        ensure_nnunet_env()
+        super().initialize_from_trained_model_folder(str(folder), folds, checkpoint_name)
+        self.checkpoints = checkpoints
+        self._backends = None
+
+    def manual_initialization(self, *args, **kwargs) -> None:  # noqa: D401 - same signature as nnU-Net's
+        super().manual_initialization(*args, **kwargs)
+        self.checkpoints = None
+        self._backends = None
+
+    def _patch(self) -> tuple[int, int, int]:
+        return tuple(int(p) for p in self.configuration_manager.patch_size)  # type: ignore[return-value]
+
+    def window_backends(self) -> list[Backend]:
+        """One backend per fold (built once): the network with that fold's weights."""
+        if self._backends is None:
+            torch.set_num_threads(self.settings.threads)
+            channels = self._input_channels()
+            example = torch.zeros((1, channels, *self._patch()))
+            parameters = self.list_of_parameters or [None]
+            backends = []
+            for index, params in enumerate(parameters):
+                network = self.network if len(parameters) == 1 else copy.deepcopy(self.network)
+                if params is not None:
+                    network.load_state_dict(params)
+                checkpoint = self.checkpoints[index] if self.checkpoints else None
+                backends.append(build_backend(self.backend_name, network, self.device, example, self.settings.threads, checkpoint))
+            self._backends = backends
+        return self._backends
+
+    def _input_channels(self) -> int:
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+        return determine_num_input_channels(self.plans_manager, self.configuration_manager, self.dataset_json)
+
+    def window_fn(self):
+        """(1, C, pz, py, px) -> (K, pz, py, px) logits averaged over folds and allowed mirror axes."""
+        backends = self.window_backends()
+        axes = self.allowed_mirroring_axes if self.use_mirroring and self.allowed_mirroring_axes else ()
+        flips = [()] + [tuple(a + 2 for a in c) for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+        def predict(x: torch.Tensor) -> torch.Tensor:
+            total = None
+            for backend in backends:
+                for flip in flips:
+                    out = backend(torch.flip(x, flip) if flip else x)
+                    out = torch.flip(out, flip) if flip else out
+                    total = out if total is None else total + out
+            return total[0] / (len(backends) * len(flips))
+
+        return predict
+
+    # ---------------------------------------------------------------- sliding window
+    def adaptive_sliding_window(self, data: torch.Tensor, keep_logits: bool) -> SlidingResult:
+        """Center-first adaptive sliding window over a preprocessed image (C, Z, Y, X); padded to the patch as
+        nnU-Net pads (zeros) and cropped back."""
+        patch = self._patch()
+        padded, revert = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
+        plan = plan_tiling(padded.shape[1:], patch, self.tile_step_size, self.settings.tiling)
+        result = run_plan(
+            padded.float(), plan, self.settings.tiling, self.window_fn(),
+            self.label_manager.num_segmentation_heads, self.use_gaussian, keep_logits,
+        )
+        spatial = tuple(revert[1:])
+        result.labels = np.ascontiguousarray(result.labels[spatial])
+        if result.logits is not None:
+            result.logits = result.logits[(slice(None), *spatial)]
+        return result
+
+    @torch.inference_mode()
+    def predict_sliding_window_return_logits(self, input_image: torch.Tensor) -> torch.Tensor:
+        """Logits (K, Z, Y, X) of a preprocessed image (C, Z, Y, X) by the adaptive sliding window (3-D
+        configurations; 2-D ones use nnU-Net's)."""
+        if len(self._patch()) != 3:
+            return super().predict_sliding_window_return_logits(input_image)
+        return self.adaptive_sliding_window(input_image, keep_logits=True).logits
+
+    @torch.inference_mode()
+    def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+        """As nnU-Net's, but on all `settings.threads` threads and with the fold ensemble averaged per window."""
+        torch.set_num_threads(self.settings.threads)
+        if len(self._patch()) != 3:
+            return super().predict_logits_from_preprocessed_data(data)
+        return self.predict_sliding_window_return_logits(data)
+
+    # ---------------------------------------------------------------- files
+    def predict_from_files(
+        self,
+        list_of_lists_or_source_folder: str | list[list[str]],
+        output_folder_or_list_of_truncated_output_files: str | None | list[str],
+        save_probabilities: bool = False,
+        overwrite: bool = True,
+        num_processes_preprocessing: int = 1,
+        num_processes_segmentation_export: int = 1,
+        folder_with_segs_from_prev_stage: str | None = None,
+        num_parts: int = 1,
+        part_id: int = 0,
+    ):
+        """nnU-Net's signature. Cases run one after the other, each on all threads (the process counts are
+        accepted for compatibility). Returns the segmentations when no output is given, else the records.
+        Raises `CdlError` after the last case when any case failed."""
+        from nnunet_cdl.inference.pipeline import run_cases
+
+        if self.configuration_manager.previous_stage_name is not None or folder_with_segs_from_prev_stage:
+            raise CdlError("cascaded configurations are not supported by the adaptive predictor; use --tiling full")
+        if not 0 <= part_id < num_parts:
+            raise CdlError(f"-part_id must be in 0..{num_parts - 1}, got {part_id}")
+        if isinstance(list_of_lists_or_source_folder, str) and not os.path.isdir(list_of_lists_or_source_folder):
+            raise CdlError(f"{list_of_lists_or_source_folder}: input folder not found")
+        lists, outputs, _ = self._manage_input_and_output_lists(
+            list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files, None, overwrite,
+            part_id, num_parts, save_probabilities,
+        )
+        return run_cases(self, lists, outputs, save_probabilities, output_folder_or_list_of_truncated_output_files)
+
+    def predict_from_files_sequential(
+        self,
+        list_of_lists_or_source_folder: str | list[list[str]],
+        output_folder_or_list_of_truncated_output_files: str | None | list[str],
+        save_probabilities: bool = False,
+        overwrite: bool = True,
+        folder_with_segs_from_prev_stage: str | None = None,
+    ):
+        """Same as `predict_from_files` (which is already sequential here)."""
+        return self.predict_from_files(
+            list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files, save_probabilities,
+            overwrite, folder_with_segs_from_prev_stage=folder_with_segs_from_prev_stage,
+        )
+
+    def crop_to_body(self, image: np.ndarray, spacing_zyx: list[float]) -> body_crop.Box:
+        """Body box of a CT image (C, z, y, x) in file axis order; the whole image when the body crop is off, the
+        first channel is not CT-normalised, or nothing exceeds the threshold."""
+        full = body_crop.full_box(image.shape[1:])
+        if not self.settings.body.enabled or self.configuration_manager.normalization_schemes[0] != "CTNormalization":
+            return full
+        box = body_crop.body_box(image[0], spacing_zyx, self.settings.body)
+        return full if box is None else box
+
+    def postprocess(self, labels: np.ndarray) -> np.ndarray:
+        rules = self.settings.postprocess
+        if not rules.enabled:
+            return labels
+        return remove_small_components(labels, rules.keep_largest_labels, rules.min_component_voxels, rules.connectivity)
+
+    def log(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,152 @@
+"""Run a tiling plan: windows through a network, Gaussian-weighted accumulation streamed along z.
+
+Only a (classes, patch_z, y, x) accumulator lives in memory: once the next slab starts at z, every plane below z
+is final and is reduced to labels (and, on request, to logits). Pure torch; the network is a callable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nnunet_cdl.inference.tiling import (
+    TilingPlan,
+    TilingRules,
+    Window,
+    decide_others,
+    skip_whole_slab,
+    tube_edge_contacts,
+)
+
+WindowFn = Callable[[torch.Tensor], torch.Tensor]
+"""(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits."""
+
+UNCOVERED_BACKGROUND_LOGIT = 10.0
+"""Logit given to background where no window ran, so probabilities there say background."""
+
+
+@dataclass
+class SlidingResult:
+    """labels: (Z, Y, X) uint8 argmax at network resolution; logits: (K, Z, Y, X) float16 when requested."""
+
+    labels: np.ndarray
+    logits: torch.Tensor | None
+    grid: str
+    windows_planned: int
+    windows_run: int = 0
+    windows_skipped: int = 0
+    slab_reasons: list[str] = field(default_factory=list)
+
+
+def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
+    """Importance map (pz, py, px), 1 at the center, falling off with sigma = patch * sigma_scale, never 0."""
+    axes = []
+    for size in patch:
+        coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        sigma = max(size * sigma_scale, 1e-3)
+        axes.append(torch.exp(-0.5 * (coords / sigma) ** 2))
+    weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    weights /= weights.max()
+    return weights.clamp_min(1e-3)
+
+
+class _ZStream:
+    """Accumulator over the planes [z0, z0 + pz) of the current slab; earlier planes are finalised."""
+
+    def __init__(self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, keep_logits: bool):
+        self.shape, self.patch, self.k = shape, patch, num_classes
+        self.z0 = 0
+        self.acc = torch.zeros((num_classes, patch[0], shape[1], shape[2]), dtype=torch.float32)
+        self.wsum = torch.zeros((patch[0], shape[1], shape[2]), dtype=torch.float32)
+        self.labels = np.zeros(shape, dtype=np.uint8)
+        self.logits = torch.zeros((num_classes, *shape), dtype=torch.float16) if keep_logits else None
+
+    def _finalise(self, count: int) -> None:
+        count = min(count, self.shape[0] - self.z0)
+        if count <= 0:
+            return
+        acc, wsum = self.acc[:, :count], self.wsum[:count]
+        self.labels[self.z0 : self.z0 + count] = acc.argmax(0).numpy().astype(np.uint8)
+        if self.logits is not None:
+            logits = acc / wsum.clamp_min(1e-8)
+            logits[0][wsum == 0] = UNCOVERED_BACKGROUND_LOGIT
+            self.logits[:, self.z0 : self.z0 + count] = logits.half()
+
+    def advance(self, z: int) -> None:
+        """Finalise planes below `z` and move the buffer to start at `z` (z >= current start)."""
+        shift = z - self.z0
+        if shift <= 0:
+            return
+        self._finalise(shift)
+        keep = max(0, self.patch[0] - shift)
+        if keep:
+            self.acc[:, :keep] = self.acc[:, shift:].clone()
+            self.wsum[:keep] = self.wsum[shift:].clone()
+        self.acc[:, keep:] = 0
+        self.wsum[keep:] = 0
+        self.z0 = z
+
+    def add(self, window: Window, prediction: torch.Tensor, weights: torch.Tensor) -> None:
+        z = window.start[0] - self.z0
+        ys, xs = window.slicer()[1:]
+        self.acc[:, z : z + window.size[0], ys, xs] += prediction * weights
+        self.wsum[z : z + window.size[0], ys, xs] += weights
+
+    def finish(self) -> None:
+        self._finalise(self.shape[0] - self.z0)
+
+
+def run_plan(
+    data: torch.Tensor,
+    plan: TilingPlan,
+    rules: TilingRules,
+    window_fn: WindowFn,
+    num_classes: int,
+    use_gaussian: bool = True,
+    keep_logits: bool = False,
+    on_window: Callable[[], None] | None = None,
+) -> SlidingResult:
+    """Predict a padded image `data` (C, Z, Y, X) window by window in plan order, center first per slab.
+
+    Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits (K, Z, Y, X) float16; voxels that no
+    run window covered are background. `on_window` is called after every network call (progress).
+    """
+    shape = tuple(int(s) for s in data.shape[1:])
+    if shape != plan.image_shape:
+        raise ValueError(f"data shape {shape} does not match the plan's image shape {plan.image_shape}")
+    weights = gaussian_weights(plan.patch) if use_gaussian else torch.ones(plan.patch)
+    stream = _ZStream(shape, plan.patch, num_classes, keep_logits)  # type: ignore[arg-type]
+    result = SlidingResult(stream.labels, None, plan.grid, plan.num_windows)
+
+    def predict(window: Window) -> torch.Tensor:
+        patch = data[(slice(None), *window.slicer())][None].contiguous()
+        prediction = window_fn(patch)
+        result.windows_run += 1
+        if on_window is not None:
+            on_window()
+        stream.add(window, prediction, weights)
+        return prediction
+
+    previous: str | None = None
+    for slab in plan.slabs:
+        stream.advance(slab.center.start[0])
+        if skip_whole_slab(previous, rules):
+            result.windows_skipped += len(slab.windows)
+            result.slab_reasons.append("skipped")
+            previous = "skipped"
+            continue
+        center_labels = predict(slab.center).argmax(0)
+        counts = torch.bincount(center_labels.flatten(), minlength=num_classes).tolist()
+        contacts = tube_edge_contacts(center_labels.numpy(), rules.tube_labels) if rules.tube_rule else {}
+        decision = decide_others(slab, counts, contacts, rules)
+        for window in decision.run:
+            predict(window)
+        result.windows_skipped += len(slab.others) - len(decision.run)
+        result.slab_reasons.append(decision.reason)
+        previous = decision.reason
+    stream.finish()
+    result.logits = stream.logits
+    return result

@@ -1,0 +1,82 @@
+"""Running a plan: an oracle network that returns the labels it sees must reproduce them where windows run."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from nnunet_cdl.inference.sliding import gaussian_weights, run_plan
+from nnunet_cdl.inference.tiling import TilingRules, plan_tiling
+
+PATCH = (8, 16, 16)
+K = 14
+
+
+def oracle(calls: list):
+    def window_fn(x: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape)
+        labels = x[0, 0].round().long()
+        return torch.nn.functional.one_hot(labels, K).permute(3, 0, 1, 2).float() * 5
+
+    return window_fn
+
+
+def volume(shape=(24, 40, 48)) -> np.ndarray:
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[2:20, 15:25, 18:30] = 1  # centered organ over most slabs
+    labels[4:10, 30:38, 2:8] = 3  # off-center organ in slabs whose center also sees organ 1
+    return labels
+
+
+def test_all_windows_reproduce_the_labels_and_logits():
+    labels = volume()
+    data = torch.from_numpy(labels[None].astype(np.float32))
+    rules = TilingRules(empty_center_voxels=0, tube_rule=False)
+    plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
+    calls: list = []
+    result = run_plan(data, plan, rules, oracle(calls), K, keep_logits=True)
+    assert np.array_equal(result.labels, labels)
+    assert result.windows_run == plan.num_windows == len(calls) and result.windows_skipped == 0
+    assert result.logits.shape == (K, *labels.shape)
+    assert torch.equal(result.logits.float().argmax(0), torch.from_numpy(labels).long())
+
+
+def test_empty_centers_skip_their_slab_and_uncovered_voxels_are_background():
+    labels = np.zeros((24, 40, 48), dtype=np.uint8)
+    labels[0:4, 0:5, 0:5] = 2  # only in a corner: the center windows never see it
+    data = torch.from_numpy(labels[None].astype(np.float32))
+    rules = TilingRules(empty_center_voxels=1)
+    plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
+    calls: list = []
+    result = run_plan(data, plan, rules, oracle(calls), K, keep_logits=True)
+    assert result.windows_run == len(plan.slabs)
+    assert result.windows_skipped == plan.num_windows - len(plan.slabs)
+    assert set(result.slab_reasons) == {"empty"}
+    assert not result.labels.any()
+    probabilities = torch.softmax(result.logits.float(), 0)
+    assert (probabilities[0] > 0.9).all()
+
+
+def test_skip_next_slab_after_empty():
+    labels = volume()
+    labels[:] = 0
+    data = torch.from_numpy(labels[None].astype(np.float32))
+    rules = TilingRules(empty_center_voxels=1, skip_slab_after_empty=True)
+    plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
+    result = run_plan(data, plan, rules, oracle([]), K)
+    assert result.slab_reasons == ["empty", "skipped"] * (len(plan.slabs) // 2) + ["empty"] * (len(plan.slabs) % 2)
+
+
+def test_foreground_slabs_find_off_center_organs():
+    labels = volume()
+    data = torch.from_numpy(labels[None].astype(np.float32))
+    rules = TilingRules(empty_center_voxels=10)
+    result = run_plan(data, plan_tiling(labels.shape, PATCH, 0.5, rules), rules, oracle([]), K)
+    assert np.array_equal(result.labels == 3, labels == 3)
+
+
+def test_gaussian_weights_shape_peak_and_floor():
+    weights = gaussian_weights((9, 16, 16))
+    assert weights.shape == (9, 16, 16)
+    assert float(weights.max()) == 1.0 and float(weights.min()) > 0
+    assert float(weights[4, 7, 7]) > float(weights[0, 0, 0])
