@@ -119,3 +119,19 @@ def test_malformed_efficiency_csv_is_a_user_error(tmp_path: Path, capsys) -> Non
     assert main([*args, "--efficiency", str(bad)]) == 2
     assert "no column wall_s" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_one_slice_tube_is_nan_in_csv_and_left_out_of_statistics(tmp_path: Path) -> None:
+    truth, out = tmp_path / "truth", tmp_path / "report"
+    labels = phantom()
+    labels[labels == 5] = 0
+    labels[4, 10:13, 10:13] = 5  # the aorta on one slice: the official slice range is empty
+    write_volume(truth / "A.nii.gz", labels, GEOMETRY)
+    assert main(["evaluate", "--truth", str(truth), "--pred", str(truth), "--out", str(out)]) == 0
+    aorta = [r for r in read_rows(out / "metrics.csv") if r["organ"] == "5"]
+    assert [(r["dsc"], r["nsd"]) for r in aorta] == [("nan", "nan")]
+    text = (out / "summary.json").read_text()
+    assert "NaN" not in text  # strict JSON
+    summary = json.loads(text)
+    assert summary["organs"]["5"]["dsc"] == {"mean": None, "median": None, "std": None, "n": 0, "n_undefined": 1}
+    assert summary["overall"]["nsd"]["mean"] == 1.0  # the mean over the 12 defined organs
