@@ -10,3 +10,4 @@ from nnunet_cdl.training.light_unet import (  # noqa: F401
     nnUNetTrainerLightUNet_5epochs,
     nnUNetTrainerLightUNet_50epochs,
 )
+from nnunet_cdl.training.curriculum import nnUNetTrainerCDL, nnUNetTrainerCDL_5epochs, nnUNetTrainerCDL_50epochs  # noqa: F401
