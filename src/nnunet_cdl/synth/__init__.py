@@ -1,0 +1,37 @@
+"""Synthetic abdominal CT phantoms with simulated pseudo-labelers, and label cleaning.
+
+Public API: `synth_case`, `generate_dataset`, the corruption functions (`corrupt_label` and one per kind),
+`multi_organ_dice` and `clean_labels`. See docs/synth.md.
+"""
+
+from nnunet_cdl.synth.clean import clean_labels
+from nnunet_cdl.synth.corruption import (
+    CORRUPTIONS,
+    boundary,
+    corrupt_label,
+    drop_organs,
+    merge_labels,
+    multi_organ_dice,
+    shift,
+    spurious_blobs,
+    stray_values,
+    swap_labels,
+)
+from nnunet_cdl.synth.dataset import generate_dataset
+from nnunet_cdl.synth.phantom import synth_case
+
+__all__ = [
+    "CORRUPTIONS",
+    "boundary",
+    "clean_labels",
+    "corrupt_label",
+    "drop_organs",
+    "generate_dataset",
+    "merge_labels",
+    "multi_organ_dice",
+    "shift",
+    "spurious_blobs",
+    "stray_values",
+    "swap_labels",
+    "synth_case",
+]
