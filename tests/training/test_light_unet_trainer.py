@@ -1,0 +1,131 @@
+"""nnUNetTrainerLightUNet: the paper's protocol on top of nnU-Net (no data needed)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
+from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.networks.light_unet import count_parameters
+from nnunet_cdl.planning.preset import load_preset
+from nnunet_cdl.training.light_unet import (
+    ElasticDeformation,
+    ElasticMagnitude,
+    TrainingSchedule,
+    enable_elastic_deformation,
+    nnUNetTrainerLightUNet,
+    nnUNetTrainerLightUNet_1epoch,
+    nnUNetTrainerLightUNet_5epochs,
+    schedule_from_env,
+)
+
+LABELS = {"background": 0, **{f"organ{i}": i for i in range(1, 14)}}
+
+
+def plans_from_preset() -> dict:
+    preset = load_preset()
+    config = {
+        "data_identifier": "nnUNetPlansLightUNet_3d_fullres", "preprocessor_name": "DefaultPreprocessor",
+        "batch_size": preset.batch_size, "patch_size": list(preset.patch_size),
+        "median_image_size_in_voxels": [100, 300, 300], "spacing": list(preset.target_spacing),
+        "normalization_schemes": ["CTNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {}, "resampling_fn_seg_kwargs": {},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape", "resampling_fn_probabilities_kwargs": {},
+        "architecture": preset.architecture(), "batch_dice": preset.batch_dice,
+    }
+    return {
+        "dataset_name": "Dataset999_Test", "plans_name": preset.plans_name,
+        "original_median_spacing_after_transp": [4.0, 1.2, 1.2], "original_median_shape_after_transp": [100, 300, 300],
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+        "configurations": {"3d_fullres": config}, "experiment_planner_used": "LightUNetPlanner",
+        "label_manager": "LabelManager", "foreground_intensity_properties_per_channel": {},
+    }
+
+
+@pytest.fixture
+def trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    def make(cls=nnUNetTrainerLightUNet):
+        monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+        monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+        plans = plans_from_preset()
+        plans["continue_training"] = False
+        dataset_json = {"labels": LABELS, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
+        return cls(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+
+    return make
+
+
+def test_schedule_from_env() -> None:
+    default = TrainingSchedule(1000, 250, 50)
+    assert schedule_from_env(default, {}) == default
+    env = {"nnUNet_cdl_num_epochs": "3", "nnUNet_cdl_num_val_iterations_per_epoch": " 7 "}
+    assert schedule_from_env(default, env) == TrainingSchedule(3, 250, 7)
+    for bad in ("0", "-2", "ten"):
+        with pytest.raises(CdlError, match="nnUNet_cdl_num_epochs"):
+            schedule_from_env(default, {"nnUNet_cdl_num_epochs": bad})
+
+
+def test_elastic_magnitude_is_a_fraction_of_sigma_and_picklable() -> None:
+    magnitude = pickle.loads(pickle.dumps(ElasticMagnitude(0.0, 0.5)))
+    values = [magnitude(patch_size=(128, 192), dim=1, deformation_scale=0.1, image=None) for _ in range(200)]
+    assert 0 <= min(values) and max(values) <= 0.5 * 0.1 * 192
+    assert max(values) > 0.25 * 0.1 * 192
+
+
+def test_training_pipeline_has_elastic_deformation_and_no_mirroring() -> None:
+    transforms = nnUNetTrainerLightUNet.get_training_transforms(
+        (32, 128, 192), (-np.pi, np.pi), [[1, 1, 1], [1, 0.5, 0.5]], None, True)
+    spatial = [t for t in transforms.transforms if isinstance(t, SpatialTransform)]
+    assert len(spatial) == 1 and spatial[0].p_elastic_deform == nnUNetTrainerLightUNet.elastic.probability > 0
+    assert not any(isinstance(t, MirrorTransform) for t in transforms.transforms)
+
+
+def test_elastic_deformation_moves_voxels() -> None:
+    transforms = nnUNetTrainerLightUNet.get_training_transforms((8, 32, 32), (0.0, 0.0), None, None, False)
+    spatial = enable_elastic_deformation(transforms, ElasticDeformation(1.0, (0.2, 0.2), (0.5, 0.5)))
+    spatial.p_rotation = spatial.p_scaling = 0
+    image = torch.linspace(0, 1, 32)[None, None, None].expand(1, 8, 32, 32).contiguous()
+    segmentation = (image > 0.5).to(torch.int16)
+    out = spatial(image=image.clone(), segmentation=segmentation.clone())
+    assert out["image"].shape == (1, 8, 32, 32)
+    assert not torch.allclose(out["image"], image, atol=1e-3)
+    assert set(torch.unique(out["segmentation"]).tolist()) <= {-1, 0, 1}  # -1: outside the image, removed later
+
+
+def test_protocol_optimizer_loss_network_and_mirroring(trainer) -> None:
+    t = trainer()
+    assert (t.num_epochs, t.num_iterations_per_epoch, t.num_val_iterations_per_epoch) == (1000, 250, 50)
+    _, _, _, mirror_axes = t.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert mirror_axes is None and t.inference_allowed_mirroring_axes is None
+    network = t.build_network_architecture(t.plans_manager, t.configuration_manager, 1,
+                                           t.label_manager.num_segmentation_heads, True)
+    assert type(network).__name__ == "PlainConvUNet"
+    assert 1.3e6 <= count_parameters(network) <= 1.5e6
+    t.network = network
+    optimizer, scheduler = t.configure_optimizers()
+    group = optimizer.param_groups[0]
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.01, 0.99, True)
+    assert isinstance(scheduler, PolyLRScheduler) and scheduler.exponent == 0.9
+    loss = t._build_loss()
+    assert isinstance(loss, DeepSupervisionWrapper) and isinstance(loss.loss, DC_and_CE_loss)
+
+
+def test_short_variants_and_env_override(trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = trainer(nnUNetTrainerLightUNet_1epoch)
+    assert (one.num_epochs, one.num_iterations_per_epoch, one.num_val_iterations_per_epoch) == (1, 4, 2)
+    assert trainer(nnUNetTrainerLightUNet_5epochs).num_epochs == 5
+    monkeypatch.setenv("nnUNet_cdl_num_epochs", "12")
+    overridden = trainer(nnUNetTrainerLightUNet_5epochs)
+    assert overridden.num_epochs == 12 and overridden.num_iterations_per_epoch == 4
+    assert "overridden by environment" in Path(overridden.log_file).read_text()
