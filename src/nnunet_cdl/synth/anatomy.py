@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nnunet_cdl.labels import LABEL_IDS
-from nnunet_cdl.synth.body import FAR, Torso, Tissue, skeleton, soft_tissues
+from nnunet_cdl.synth.body import FAR, Table, Torso, Tissue, skeleton, soft_tissues
 from nnunet_cdl.synth.presets import ScanLayout, synth_config
-from nnunet_cdl.synth.shapes import Difference, Ellipsoid, Shape, Tube, Union
+from nnunet_cdl.synth.shapes import Difference, Ellipsoid, Scaled, Shape, Tube, Union
 
 PAINT_ORDER: tuple[str, ...] = (
     "liver", "spleen", "stomach", "right_kidney", "left_kidney", "pancreas", "duodenum", "gallbladder",
@@ -26,7 +26,8 @@ ROUGHNESS: dict[int, float] = {
     LABEL_IDS[name]: factor
     for name, factor in {
         "right_adrenal_gland": 0.25, "left_adrenal_gland": 0.25, "aorta": 0.15, "inferior_vena_cava": 0.3,
-        "esophagus": 0.3, "gallbladder": 0.5, "pancreas": 0.7, "duodenum": 0.6,
+        "esophagus": 0.3, "gallbladder": 0.4, "pancreas": 0.7, "duodenum": 0.6, "right_kidney": 0.4,
+        "left_kidney": 0.4, "spleen": 0.6, "stomach": 0.8,
     }.items()
 }
 """Surface-noise amplitude per organ relative to the configured one (thin and smooth organs get less); else 1."""
@@ -36,7 +37,7 @@ _ELLIPSOIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "spleen": ((86, 40, 72), (26, 48, 52), (10, 0, -35)),
     "gallbladder": ((-52, -46, 8), (15, 17, 36), (-35, 10, 0)),
     "right_adrenal_gland": ((-36, 44, 60), (3.5, 15, 20), (0, -10, -30)),
-    "left_adrenal_gland": ((36, 40, 46), (3.5, 15, 20), (0, 10, 30)),
+    "left_adrenal_gland": ((42, 42, 46), (3.5, 15, 20), (0, 10, 30)),
 }
 _KIDNEY = {"right_kidney": ((-60, 52, -12), -1), "left_kidney": ((60, 50, 0), 1)}
 # Tube organs: points (x, y, z) mm, radii mm, cross-section aspect (y / x).
@@ -115,7 +116,7 @@ class _Jitter:
 
 
 def _liver(j: _Jitter) -> Shape:
-    right = j.ellipsoid((-62, 8, 64), (72, 80, 76), (0, 8, 0), power=2.2)
+    right = j.ellipsoid((-62, 8, 64), (67, 75, 71), (0, 8, 0), power=2.2)
     left = j.ellipsoid((12, -44, 84), (56, 30, 40), (0, 0, 12))
     caudate = j.ellipsoid((-8, 10, 70), (18, 20, 30), (0, 0, 0))
     return Union([right, left, caudate])
@@ -144,20 +145,28 @@ def organ_shapes(rng: np.random.Generator, s: float, dz: float) -> list[tuple[in
 
 
 def build_anatomy(rng: np.random.Generator, layout: ScanLayout) -> Anatomy:
-    """Draw one case's anatomy (body size from `layout`, wall thickness, organ placement, table)."""
+    """Draw one case's anatomy: wall thickness, organ placement and the stretch of the reference adult.
+
+    Organs and soft tissues are laid out for the reference adult (cavity half width 129 mm, half depth 87 mm)
+    and stretched so that they fill this case's body cavity.
+    """
     cfg = synth_config()["body"]
     s = layout.half_width_mm / 160.0
     torso = Torso(layout.half_width_mm, layout.half_width_mm * layout.depth_ratio)
-    fat = float(rng.uniform(*cfg["fat_mm"]))
+    fat = float(rng.uniform(*cfg["fat_fraction"])) * layout.half_width_mm
     muscle = float(rng.uniform(*cfg["muscle_mm"])) * s
+    wall = fat + muscle
+    stretch = ((torso.half_width - wall) / 129.0, (torso.half_depth - wall) / 87.0, s)
     dz = float(rng.normal(0, 8.0))
-    table = torso.half_depth * 1.02 + float(rng.uniform(2, 25)) if layout.table else None
+    tissues: list[Tissue] = [(name, Scaled(shape, stretch), inset) for name, shape, inset in soft_tissues(dz)]
+    if layout.table:
+        tissues.append(("table", Table(torso.half_depth * 1.02 + float(rng.uniform(2, 25)), 14.0, 230.0 * s), 0.0))
     return Anatomy(
         torso=torso,
         fat_mm=fat,
         muscle_mm=muscle,
-        tissues=soft_tissues(torso, s, dz, table),
-        organs=organ_shapes(rng, s, dz),
-        bones=skeleton(torso, s, fat + muscle, rng),
+        tissues=tissues,
+        organs=[(label, Scaled(shape, stretch)) for label, shape in organ_shapes(rng, 1.0, dz)],
+        bones=skeleton(torso, s, 55.0 * stretch[1], wall, rng),
         stomach_gas=float(rng.uniform(0.0, 0.35)),
     )

@@ -1,7 +1,7 @@
 """Body outline and the unlabelled tissues around the organs: wall layers, spine, ribs, pelvis, lungs, bowel.
 
-Patient frame as in `presets` (mm, +x patient left, +y posterior, +z superior). `s` scales a reference adult
-(body half width 160 mm) to the case.
+Patient frame as in `presets` (mm, +x patient left, +y posterior, +z superior). The reference adult has a body
+half width of 160 mm, half depth 118 mm and a 31 mm wall; `anatomy` stretches it to each case.
 """
 
 from __future__ import annotations
@@ -140,11 +140,13 @@ def _z_tube(x: float, y: float, r: float, aspect: float = 1.0, lo: float = -FAR,
     return Tube(np.array([[x, y, lo], [x, y, hi]]), np.array([r, r]), aspect)
 
 
-def skeleton(torso: Torso, s: float, wall_mm: float, rng: np.random.Generator) -> list[Tissue]:
-    """Spine (vertebral bodies, discs, canal, posterior arches), ribs, sternum, pelvis and femurs, in paint order."""
+def skeleton(torso: Torso, s: float, spine_y: float, wall_mm: float, rng: np.random.Generator) -> list[Tissue]:
+    """Spine (vertebral bodies, discs, canal, posterior arches), ribs, sternum, pelvis and femurs, in paint order.
+
+    s: body size relative to the reference adult; spine_y: centre of the vertebral bodies (mm, posterior).
+    """
     pitch = 30.0 * s
     phase = float(rng.uniform(0, pitch))
-    spine_y = 55.0 * s
     column = Tube(
         np.array([[0, spine_y, -FAR], [0, spine_y - 3 * s, -120], [0, spine_y + 2 * s, 60], [0, spine_y + 8 * s, FAR]]),
         np.full(4, 17.0 * s),
@@ -180,31 +182,26 @@ def skeleton(torso: Torso, s: float, wall_mm: float, rng: np.random.Generator) -
     ]
 
 
-def soft_tissues(torso: Torso, s: float, dz: float, table: float | None) -> list[Tissue]:
-    """Lungs under the diaphragm dome, heart, psoas, colon, bladder and table (if `table` is its top y, mm).
+def soft_tissues(dz: float) -> list[Tissue]:
+    """Lungs under the diaphragm dome, heart, psoas, colon and bladder of the reference adult (mm).
 
     dz: the case's breathing shift of the diaphragm and abdominal organs (mm).
     """
     lungs = [
-        Dome(Ellipsoid((side * 78 * s, 12 * s, 270 * s), (72 * s, 100 * s, 190 * s)),
-             z0=(118.0 + (12 if side < 0 else 0)) * s + dz, height=25 * s, width=150 * s, xc=side * 70 * s, slope=0.25)
+        Dome(Ellipsoid((side * 78, 12, 270), (72, 100, 190)),
+             z0=118.0 + (12 if side < 0 else 0) + dz, height=25, width=150, xc=side * 70, slope=0.25)
         for side in (-1, 1)
     ]
-    heart = Ellipsoid((18 * s, -42 * s, 205 * s + dz), (62 * s, 50 * s, 58 * s), (0.0, -20.0, 25.0))
+    heart = Ellipsoid((18, -42, 205 + dz), (62, 50, 58), (0.0, -20.0, 25.0))
     psoas = Union([
-        Tube(np.array([[side * 28 * s, 48 * s, 60 * s], [side * 40 * s, 45 * s, -100 * s],
-                       [side * 62 * s, 20 * s, -230 * s]]), np.array([6 * s, 17 * s, 20 * s]))
+        Tube(np.array([[side * 28, 48, 60], [side * 40, 45, -100], [side * 62, 20, -230]]), np.array([6, 17, 20]))
         for side in (-1, 1)
     ])
     colon = Tube(
         np.array([[-85, 10, -170], [-95, 5, -60], [-92, -20, 25], [-60, -70, 30], [20, -75, 35], [80, -30, 55],
-                  [100, 20, 20], [98, 20, -90], [70, 0, -170], [20, -10, -200], [0, 20, -230]]) * s
-        + np.array([0, 0, dz]),
-        np.full(11, 22.0 * s), aspect=0.9,
+                  [100, 20, 20], [98, 20, -90], [70, 0, -170], [20, -10, -200], [0, 20, -230]]) + np.array([0, 0, dz]),
+        np.full(11, 22.0), aspect=0.9,
     )
-    bladder = Ellipsoid((0, -45 * s, -265 * s), (42 * s, 32 * s, 35 * s))
+    bladder = Ellipsoid((0, -45, -265), (42, 32, 35))
     tissues: list[Tissue] = [("lung", lung, 0.0) for lung in lungs]
-    tissues += [("blood", heart, 0.0), ("muscle", psoas, 0.0), ("colon", colon, 0.0), ("bladder", bladder, 0.0)]
-    if table is not None:
-        tissues.append(("table", Table(table, 14.0, 230.0 * s), 0.0))
-    return tissues
+    return tissues + [("blood", heart, 0.0), ("muscle", psoas, 0.0), ("colon", colon, 0.0), ("bladder", bladder, 0.0)]

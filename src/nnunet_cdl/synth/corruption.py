@@ -54,8 +54,9 @@ def _foreground_box(label: np.ndarray, margin: tuple[int, int, int]) -> tuple[sl
 def boundary(
     label: np.ndarray, rng: np.random.Generator, severity: float, spacing: Spacing, mode: str | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Erode or dilate every organ by up to `severity * boundary_mm` mm (per-organ factor 0.5..1.5).
+    """Erode or dilate every organ by `severity * boundary_mm` mm times a per-organ factor in 0.5..1.5.
 
+    Boundaries lie half a voxel outside the outermost voxel centres, so radii under half a voxel change nothing.
     mode: "erode", "dilate" or None (drawn). Dilation grows organs into background only.
     """
     mode = mode or str(rng.choice(["erode", "dilate"]))
@@ -68,6 +69,7 @@ def boundary(
     box = _foreground_box(label, margin)  # type: ignore[arg-type]
     crop = label[box]
     radius_of = (radius * factors).astype(np.float32)
+    half_voxel = np.float32(0.5 * min(spacing))
     if mode == "erode":
         edge = np.zeros(crop.shape, dtype=bool)
         for axis in range(3):
@@ -77,13 +79,13 @@ def boundary(
             lo[axis], hi[axis] = slice(0, -1), slice(1, None)
             edge[tuple(lo)] |= diff
             edge[tuple(hi)] |= diff
-        dist = ndimage.distance_transform_edt(~edge, sampling=spacing).astype(np.float32)
-        gone = (crop > 0) & (dist < radius_of[crop])
+        dist = ndimage.distance_transform_edt(~edge, sampling=spacing).astype(np.float32) + half_voxel
+        gone = (crop > 0) & (dist <= radius_of[crop])
         out[box][gone] = 0
     else:
         dist, (iz, iy, ix) = ndimage.distance_transform_edt(crop == 0, sampling=spacing, return_indices=True)
         nearest = crop[iz, iy, ix]
-        grow = (crop == 0) & (nearest > 0) & (dist <= radius_of[nearest])
+        grow = (crop == 0) & (nearest > 0) & (dist - half_voxel <= radius_of[nearest])
         out[box][grow] = nearest[grow]
     return out, {"kind": "boundary", "severity": float(severity), "mode": mode, "radius_mm": round(radius, 3)}
 

@@ -19,16 +19,12 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import NIFTI_ENDING, atomic_directory, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, nnunet_labels_dict
 from nnunet_cdl.parallel import parallel_map
-from nnunet_cdl.synth.corruption import corrupt_label, multi_organ_dice
+from nnunet_cdl.synth.labelers import simulate_source
 from nnunet_cdl.synth.phantom import synth_case
 from nnunet_cdl.synth.presets import preset_config, synth_config
 
 GROUPS: tuple[str, ...] = ("easy", "hard", "broken")
 MANIFEST_VERSION = 1
-BOUNDARY_STYLE: tuple[str | None, ...] = ("dilate", "erode", None)
-"""Each source's habit at organ boundaries, by source index modulo 3 (None: either, per case)."""
-
-
 def source_names(num_sources: int) -> list[str]:
     return [f"source_{i + 1}" for i in range(num_sources)]
 
@@ -52,16 +48,6 @@ def assign_groups(num_train: int, seed: int) -> list[str]:
     groups = [g for g in GROUPS for _ in range(counts[g])]
     order = np.random.default_rng(np.random.SeedSequence([seed, 10**6])).permutation(num_train)
     return [groups[i] for i in order]
-
-
-def source_severities(group: str, rng: np.random.Generator) -> dict[str, float]:
-    """Corruption kind -> severity for one source on a case of `group`, drawn from `corruption_levels`."""
-    levels = synth_config()["corruption_levels"][group]
-    severities = {kind: float(rng.uniform(*levels[kind])) for kind in ("boundary", "shift", "blobs", "stray")}
-    for kind, (lo, hi, probability) in levels["optional"].items():
-        if rng.random() < probability:
-            severities[kind] = float(rng.uniform(lo, hi))
-    return severities
 
 
 @dataclass(frozen=True)
@@ -97,16 +83,11 @@ def _make_case(job: _Job) -> dict[str, Any]:
     if job.split == "train":
         sources: dict[str, Any] = {}
         for k, name in enumerate(job.sources):
-            rng = np.random.default_rng(case_seed(job.seed, job.index, 1 + k))
-            severities = source_severities(job.group or "easy", rng)
-            style = BOUNDARY_STYLE[k % len(BOUNDARY_STYLE)]
-            noisy, records = corrupt_label(label, rng, severities, geometry.spacing_zyx, boundary_mode=style)
+            noisy, record = simulate_source(
+                label, geometry.spacing_zyx, job.group or "easy", k, case_seed(job.seed, job.index, 1 + k)
+            )
             write_volume(root / "pseudolabels" / name / f"{job.case_id}{NIFTI_ENDING}", noisy, geometry)
-            sources[name] = {
-                "corruptions": records,
-                "dice": round(multi_organ_dice(noisy, label), 4),
-                "stray_voxels": int(np.count_nonzero(noisy > max(ORGAN_IDS))),
-            }
+            sources[name] = record
         entry["sources"] = sources
         entry["mean_source_dice"] = round(float(np.mean([s["dice"] for s in sources.values()])), 4)
     return entry

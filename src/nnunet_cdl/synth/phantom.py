@@ -193,6 +193,7 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
         for _ in range(3)
     )
     surface = smooth_noise(rng, grid.shape, coarse_spacing, body["surface_noise_scale_mm"])
+    np.clip(surface, -2.0, 2.0, out=surface)
     surface *= np.float32(body["surface_noise_mm"])
     full = tuple(slice(0, n) for n in grid.shape)
     cavity = anatomy.torso.phi(grid.coords(full)) + np.float32(anatomy.fat_mm + anatomy.muscle_mm)

@@ -153,3 +153,20 @@ class ZSlab(Shape):
         lo, hi = lo.copy(), hi.copy()
         lo[2], hi[2] = max(lo[2], self.lo_z), min(hi[2], self.hi_z)
         return lo, hi
+
+
+@dataclass
+class Scaled(Shape):
+    """`base` defined in a reference frame, stretched by `scale` (x, y, z) about the patient-frame origin."""
+
+    base: Shape
+    scale: tuple[float, float, float]
+
+    def phi(self, coords: Coords) -> np.ndarray:
+        local = tuple(c / np.float32(s) for c, s in zip(coords, self.scale))
+        return self.base.phi(local) * np.float32(min(self.scale))  # type: ignore[arg-type]
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.base.bounds()
+        scale = np.asarray(self.scale)
+        return lo * scale, hi * scale
