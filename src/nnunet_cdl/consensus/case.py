@@ -80,7 +80,12 @@ def load_candidate(path: Path, allowed: tuple[int, ...]) -> tuple[np.ndarray, Ge
 
     volume = read_volume(path)
     file_dtype = volume.array.dtype
-    cleaned, n_changed = clean_labels(volume.array, allowed)
+    array = volume.array
+    if not np.issubdtype(file_dtype, np.integer):
+        if not np.array_equal(array, np.round(array)):
+            raise CdlError(f"{path}: label map holds non-integer values (dtype {file_dtype})")
+        array = array.astype(np.int32)
+    cleaned, n_changed = clean_labels(array, allowed)
     return np.asarray(cleaned).astype(label_dtype(allowed), copy=False), volume.geometry, int(n_changed), file_dtype
 
 

@@ -1,0 +1,105 @@
+"""Speed and memory of `nnunet-cdl consensus` on FLARE-sized labels (512x512x`--slices`, three candidates).
+
+Writes `--cases` cases built from `--phantoms` flare-preset phantoms (`synth_case("flare", seed, num_slices)`),
+each with three candidates corrupted by `corrupt_label` with different seeds, then runs the consensus command in a
+child process and reports cases per minute and the peak resident memory of the largest process of the run. A
+per-stage timing of one case (read, clean, Dice, write) shows where the time goes.
+
+    python scripts/bench_consensus.py --work bench_work/consensus --cases 6 --num-processes 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_cdl.consensus.scores import pairwise_dice, reliability_scores
+from nnunet_cdl.io import read_volume, write_volume
+from nnunet_cdl.synth import clean_labels, corrupt_label, synth_case
+
+SEVERITIES = ({"boundary": 0.1, "stray": 0.2}, {"boundary": 0.15, "shift": 0.05}, {"boundary": 0.2, "blobs": 0.2})
+
+
+def make_cases(root: Path, cases: int, phantoms: int, slices: int) -> Path:
+    """imagesTr and pseudo/<source>/ for `cases` cases; returns the imagesTr folder. Skips existing files."""
+    images = root / "Dataset990_Bench" / "imagesTr"
+    images.mkdir(parents=True, exist_ok=True)
+    for p in range(phantoms):
+        group = list(range(p, cases, phantoms))
+        if all((images / f"bench_{i:03d}_0000.nii.gz").is_file() for i in group):
+            continue
+        image, label, geometry = synth_case("flare", 1000 + p, num_slices=slices)
+        first = images / f"bench_{group[0]:03d}_0000.nii.gz"
+        write_volume(first, image, geometry)
+        for i in group:
+            if i != group[0]:
+                (images / f"bench_{i:03d}_0000.nii.gz").unlink(missing_ok=True)
+                os.link(first, images / f"bench_{i:03d}_0000.nii.gz")
+            for s, severities in enumerate(SEVERITIES):
+                noisy, _ = corrupt_label(label, np.random.default_rng([i, s]), severities, geometry.spacing_zyx)
+                write_volume(root / "pseudo" / f"source_{s + 1}" / f"bench_{i:03d}.nii.gz", noisy, geometry)
+        print(f"phantom {p + 1}/{phantoms} written", file=sys.stderr)
+    return images
+
+
+def stage_times(root: Path) -> dict[str, float]:
+    """Seconds per stage for the first case, in this process."""
+    files = [root / "pseudo" / f"source_{s + 1}" / "bench_000.nii.gz" for s in range(3)]
+    t0 = time.perf_counter()
+    volumes = [read_volume(f) for f in files]
+    t1 = time.perf_counter()
+    labels = [clean_labels(v.array, range(14))[0] for v in volumes]
+    t2 = time.perf_counter()
+    reliability_scores(pairwise_dice(labels, 14))
+    t3 = time.perf_counter()
+    write_volume(root / "stage_test.nii.gz", labels[0], volumes[0].geometry)
+    t4 = time.perf_counter()
+    (root / "stage_test.nii.gz").unlink()
+    return {"read_3_labels_s": round(t1 - t0, 2), "clean_3_labels_s": round(t2 - t1, 2),
+            "pairwise_dice_3_pairs_s": round(t3 - t2, 2), "write_refined_label_s": round(t4 - t3, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--cases", type=int, default=6)
+    p.add_argument("--phantoms", type=int, default=2, help="distinct phantoms (generation is slow; cases reuse them)")
+    p.add_argument("--slices", type=int, default=300)
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    images = make_cases(args.work, args.cases, min(args.phantoms, args.cases), args.slices)
+    out = args.work / "out"
+    command = [sys.executable, "-m", "nnunet_cdl.cli", "consensus", "--images", str(images), "--labels",
+               *(str(args.work / "pseudo" / f"source_{s + 1}") for s in range(3)), "--out", str(out),
+               "--dataset-id", "991", "--num-processes", str(args.num_processes), "--overwrite"]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode not in (0, 1):
+        print(result.stderr, file=sys.stderr)
+        return result.returncode
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    report = {
+        "cases": args.cases, "shape_zyx": [args.slices, 512, 512], "candidates": 3,
+        "num_processes": args.num_processes, "wall_s": round(wall, 1),
+        "cases_per_minute": round(60.0 * args.cases / wall, 2),
+        "peak_rss_mib_largest_process": round(peak_kb / 1024, 1),
+        "one_case_stages": stage_times(args.work),
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""How well does consensus pick the best pseudo-label and rank case difficulty? Measured on phantoms.
+
+Generates a phantom dataset with `nnunet_cdl.synth.generate_dataset` (or takes one with --dataset), runs
+`nnunet-cdl consensus` on its pseudo-labels, and compares with the generator's manifest (each source's true Dice):
+- selection accuracy: % of cases whose selected label is a truly best candidate (target >= 95 %), also with
+  "best" meaning within 0.01 Dice of the best, overall, for the trainable tiers and per generator group;
+- Spearman(DS, true mean Dice of the candidates) over the cases (target >= 0.85);
+- the true Dice of the selected label vs the best, the mean and the worst candidate, and tiers vs generator groups.
+
+    python scripts/eval_selection.py --work eval_work --cases 40 --preset small --seed 0 --num-processes 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from nnunet_cdl.cli import main as cli_main
+from nnunet_cdl.synth import generate_dataset
+
+TIE = 1e-4
+"""Manifest Dice values are rounded to 4 decimals: candidates this close to the best count as best."""
+
+
+def _accuracy(records: list[dict], tolerance: float) -> float:
+    """% of records whose selected label's true Dice is within `tolerance` of the best candidate's."""
+    if not records:
+        return float("nan")
+    return round(100.0 * float(np.mean([r["selected"] >= r["best"] - tolerance for r in records])), 2)
+
+
+def _summary(records: list[dict]) -> dict:
+    return {
+        "cases": len(records),
+        "selection_accuracy_percent": _accuracy(records, TIE),
+        "selection_within_0.01_percent": _accuracy(records, 0.01),
+        "true_dice_selected": round(float(np.mean([r["selected"] for r in records])), 4) if records else None,
+        "true_dice_best": round(float(np.mean([r["best"] for r in records])), 4) if records else None,
+        "true_dice_mean_candidate": round(float(np.mean([r["mean"] for r in records])), 4) if records else None,
+    }
+
+
+def evaluate(dataset: Path, consensus_folder: Path) -> dict:
+    """Selection and ranking quality of a finished consensus run against the manifest of `dataset`."""
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    with open(consensus_folder / "consensus.csv") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    records = []
+    for case, row in rows.items():
+        if row["error"]:
+            continue
+        truth = {name: float(record["dice"]) for name, record in manifest["cases"][case]["sources"].items()}
+        records.append({"case": case, "group": manifest["cases"][case]["group"], "tier": row["tier"],
+                        "ds": float(row["ds"]), "selected": truth[row["selected"]], "best": max(truth.values()),
+                        "mean": float(np.mean(list(truth.values())))})
+    ds, mean = [r["ds"] for r in records], [r["mean"] for r in records]
+    rho = float(spearmanr(ds, mean).statistic) if len(ds) > 2 else float("nan")
+    confusion: dict[str, dict[str, int]] = {}
+    for r in records:
+        confusion.setdefault(r["group"], {}).setdefault(r["tier"], 0)
+        confusion[r["group"]][r["tier"]] += 1
+    return {
+        "failed": sum(1 for row in rows.values() if row["error"]),
+        **_summary(records),
+        "spearman_ds_vs_true_mean_dice": round(rho, 4),
+        "trainable_tiers": _summary([r for r in records if r["tier"] in ("easy", "hard")]),
+        "by_generator_group": {g: _summary([r for r in records if r["group"] == g]) for g in sorted(confusion)},
+        "generator_group_vs_tier": confusion,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True, help="folder for the generated dataset and consensus output")
+    p.add_argument("--dataset", type=Path, default=None, help="an existing phantom DatasetNNN folder (skip generation)")
+    p.add_argument("--cases", type=int, default=40, help="training cases to generate")
+    p.add_argument("--preset", default="small")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sources", type=int, default=3)
+    p.add_argument("--dataset-id", type=int, default=801)
+    p.add_argument("--ds-mode", default="others", choices=("others", "paper"))
+    p.add_argument("--num-processes", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    dataset = args.dataset or generate_dataset(args.work / "raw", args.dataset_id, args.cases, num_test=0,
+                                               preset=args.preset, seed=args.seed, num_sources=args.sources,
+                                               num_processes=args.num_processes, overwrite=True)
+    sources = sorted((dataset / "pseudolabels").iterdir())
+    out = args.work / "consensus"
+    code = cli_main(["consensus", "--images", str(dataset / "imagesTr"), "--labels", *map(str, sources),
+                     "--out", str(out), "--dataset-id", str(args.dataset_id + 1), "--ds-mode", args.ds_mode,
+                     "--num-processes", str(args.num_processes), "--overwrite"])
+    if code not in (0, 1):
+        return code
+    folder = next(out.glob(f"Dataset{args.dataset_id + 1:03d}_*"))
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    results = {"dataset": str(dataset), "preset": manifest["preset"], "seed": manifest["seed"],
+               "ds_mode": args.ds_mode, **evaluate(dataset, folder)}
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
