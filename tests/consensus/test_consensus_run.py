@@ -172,3 +172,15 @@ def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli_main(argv) == 2
     assert "at least two" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_float_label_files(tmp_path: Path) -> None:
+    cases = _make_dataset(tmp_path)
+    write_volume(tmp_path / "pseudo" / "B" / "toy_000.nii.gz", cases["toy_000"][1].astype(np.float32), GEOMETRY)
+    fractional = cases["toy_001"][1].astype(np.float32)
+    fractional[5, 5, 5] = 0.5
+    write_volume(tmp_path / "pseudo" / "B" / "toy_001.nii.gz", fractional, GEOMETRY)
+    assert cli_main(_argv(tmp_path)) == 1
+    rows = _rows(tmp_path / "out" / "Dataset011_ToyConsensus")
+    assert rows["toy_000"]["error"] == "" and rows["toy_000"]["selected"] == "A"
+    assert "non-integer" in rows["toy_001"]["error"] and "toy_001.nii.gz" in rows["toy_001"]["error"]
