@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,3 +26,64 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from nnunet_cdl.synth import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("synth_raw"), 501, 6, num_test=2, preset="small", seed=0)
+
+
+@dataclass(frozen=True)
+class TrainedLightUNet:
+    """A light U-Net trained by stock `nnUNetv2_train` on a copy of `small_dataset` (see `trained_light_unet`)."""
+
+    dataset_id: int
+    dataset_name: str
+    raw: Path
+    preprocessed: Path
+    results: Path
+    model_folder: Path
+    trainer: str
+    plans: str
+    configuration: str
+    fold: int
+    env: dict[str, str]
+    """Environment for subprocesses: nnU-Net paths, `eval "$(nnunet-cdl env)"`, 1 process, 2 threads."""
+
+
+def _env_after_eval(base: dict[str, str]) -> dict[str, str]:
+    """`base` after `eval "$(nnunet-cdl env)"` in bash: the set-up the docs tell users to run."""
+    script = f'eval "$({sys.executable} -m nnunet_cdl.cli env)" && {sys.executable} -c ' \
+        '"import json, os; print(json.dumps(dict(os.environ)))"'
+    result = subprocess.run(["bash", "-c", script], env=base, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def _run(command: list[str], env: dict[str, str], timeout: int = 600) -> None:
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def trained_light_unet(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedLightUNet:
+    """`nnunet-cdl plan` (LightUNetPlanner) + stock `nnUNetv2_train ... -tr nnUNetTrainerLightUNet_1epoch -device cpu`.
+
+    Fold 0 of `small_dataset` (copied); the preset keeps the paper's patch 32x128x192 but plans at 4 x 2.4 x 2.4 mm
+    (z, y, x) so that validation and prediction take seconds. About 2 minutes on 2 cores. Read-only for users.
+    """
+    root = tmp_path_factory.mktemp("light_unet")
+    raw, preprocessed, results = root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results"
+    raw.mkdir()
+    shutil.copytree(small_dataset, raw / small_dataset.name)
+    dataset_id = int(small_dataset.name[len("Dataset"):len("Dataset") + 3])
+    preset = root / "light_unet_test_preset.json"
+    preset.write_text(json.dumps({"target_spacing": [4.0, 2.4, 2.4]}))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("nnUNet_")}
+    base.update(nnUNet_raw=str(raw), nnUNet_preprocessed=str(preprocessed), nnUNet_results=str(results),
+                nnUNet_n_proc_DA="0", nnUNet_def_n_proc="1", OMP_NUM_THREADS="2")
+    env = _env_after_eval(base)
+    trainer, plans, configuration, fold = "nnUNetTrainerLightUNet_1epoch", "nnUNetPlansLightUNet", "3d_fullres", 0
+    _run([sys.executable, "-m", "nnunet_cdl.cli", "plan", "-d", str(dataset_id), "-c", configuration, "-np", "1",
+          "-npfp", "1", "--preset", str(preset), "--no_pbar"], env)
+    _run([str(Path(sys.executable).with_name("nnUNetv2_train")), str(dataset_id), configuration, str(fold),
+          "-tr", trainer, "-p", plans, "-device", "cpu"], env)
+    model_folder = results / small_dataset.name / f"{trainer}__{plans}__{configuration}"
+    return TrainedLightUNet(dataset_id, small_dataset.name, raw, preprocessed, results, model_folder, trainer, plans,
+                            configuration, fold, env)
