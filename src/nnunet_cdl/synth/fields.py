@@ -75,13 +75,27 @@ class CoarseGrid:
 
 
 def _upsample_axis(values: np.ndarray, axis: int, factor: int, start: int, stop: int) -> np.ndarray:
-    """Linear interpolation by an integer `factor` along `axis`, keeping fine positions start..stop-1 (relative)."""
-    a = np.moveaxis(values, axis, -1)
-    t = (np.arange(factor, dtype=np.float32) / np.float32(factor))
-    ramp = (a[..., 1:] - a[..., :-1])[..., None] * t
-    ramp += a[..., :-1, None]
-    fine = np.concatenate([ramp.reshape(*a.shape[:-1], -1), a[..., -1:]], axis=-1)
-    return np.moveaxis(fine[..., start:stop], -1, axis)
+    """Linear interpolation by an integer `factor` along `axis`, keeping fine positions start..stop-1.
+
+    `values` ends with a repeated last point along `axis` (see `upsample`), so position (L - 1) * factor, the
+    last real point, comes out exactly and no concatenation is needed.
+    """
+    lo = [slice(None)] * values.ndim
+    hi = [slice(None)] * values.ndim
+    lo[axis], hi[axis] = slice(0, -1), slice(1, None)
+    base = values[tuple(lo)]
+    shape = list(base.shape)
+    shape.insert(axis + 1, 1)
+    t_shape = [1] * (values.ndim + 1)
+    t_shape[axis + 1] = factor
+    t = (np.arange(factor, dtype=np.float32) / np.float32(factor)).reshape(t_shape)
+    fine = (values[tuple(hi)] - base).reshape(shape) * t
+    fine += base.reshape(shape)
+    merged = list(base.shape)
+    merged[axis] *= factor
+    keep = [slice(None)] * values.ndim
+    keep[axis] = slice(start, stop)
+    return fine.reshape(merged)[tuple(keep)]
 
 
 def upsample(coarse: np.ndarray, box: tuple[slice, slice, slice], grid: CoarseGrid) -> np.ndarray:
@@ -91,14 +105,15 @@ def upsample(coarse: np.ndarray, box: tuple[slice, slice, slice], grid: CoarseGr
     Axes with the largest factor go last, so the big intermediate arrays are made once.
     """
     fine = grid.fine_box(box)
-    out = coarse.astype(np.float32, copy=False)
+    pad = [(0, 1 if f > 1 else 0) for f in grid.factor]
+    out = np.pad(coarse.astype(np.float32, copy=False), pad, mode="edge")
     for axis in sorted(range(3), key=lambda a: grid.factor[a]):
         f = grid.factor[axis]
         if f == 1:
             continue
         offset = box[axis].start * f
         out = _upsample_axis(out, axis, f, fine[axis].start - offset, fine[axis].stop - offset)
-    return np.ascontiguousarray(out)
+    return out
 
 
 def smooth_noise(

@@ -27,6 +27,8 @@ TISSUE_IDS: dict[str, int] = {
 """Unlabelled tissue classes of the internal tissue map (0 is air, 1..13 the organs)."""
 
 STOMACH = 11
+TILE = 16
+"""Coarse points per tile side when painting large shapes."""
 
 
 @dataclass
@@ -41,12 +43,13 @@ class _Canvas:
 
     def paint(
         self, value: int, shape: Shape, inset: float = 0.0, roughness: float | None = None,
-        clip_cavity: float | None = None, only: int | None = None,
+        clip_cavity: float | None = None, only: int | None = None, want_mask: bool = False,
     ) -> tuple[tuple[slice, slice, slice], np.ndarray] | None:
-        """Set `value` where `shape` (minus `inset` mm) covers a fine voxel; returns its fine box and mask.
+        """Set `value` where `shape` (minus `inset` mm) covers a fine voxel.
 
         roughness: evaluate at displaced coordinates plus this factor times the surface noise (organs);
-        clip_cavity: keep the shape that many mm inside the body cavity; only: paint over this tissue value only.
+        clip_cavity: keep the shape that many mm inside the body cavity; only: paint over this tissue value only;
+        want_mask: paint in one piece and return the fine box and its mask (else tiles, returns None).
         """
         lo, hi = shape.bounds()
         box = self.grid.coarse_box(lo, hi)
@@ -58,11 +61,13 @@ class _Canvas:
             phi = shape.phi((x + dx, y + dy, z + dz)) + np.float32(roughness) * self.surface[box]
         else:
             phi = shape.phi((x, y, z))
-        phi = phi + np.float32(inset)
+        phi = np.broadcast_to(phi, tuple(b.stop - b.start for b in box)) + np.float32(inset)
         if clip_cavity is not None:
             phi = np.maximum(phi, self.cavity[box] + np.float32(clip_cavity))
-        step = max(s * f for s, f in zip(self.grid.spacing_zyx, self.grid.factor))
-        near = phi < step
+        if not want_mask:
+            self.fill(value, phi, box, None if only is None else (only,))
+            return None
+        near = phi < self.step
         if not near.any():
             return None
         box, phi = _tighten(box, phi, near)
@@ -72,6 +77,28 @@ class _Canvas:
             mask &= self.tissue[fine] == only
         self.tissue[fine][mask] = value
         return fine, mask
+
+    @property
+    def step(self) -> float:
+        """Largest coarse spacing (mm): a coarse point farther outside than this cannot touch the shape."""
+        return max(s * f for s, f in zip(self.grid.spacing_zyx, self.grid.factor))
+
+    def fill(self, value: int, phi: np.ndarray, box: tuple[slice, slice, slice], only: tuple[int, ...] | None) -> None:
+        """Paint where the coarse field `phi` (on coarse `box`) is negative, tile by tile, skipping far tiles."""
+        near = phi < self.step
+        starts = [range(0, max(n - 1, 1), TILE) for n in phi.shape]
+        for i in starts[0]:
+            for j in starts[1]:
+                for k in starts[2]:
+                    tile = (slice(i, i + TILE + 1), slice(j, j + TILE + 1), slice(k, k + TILE + 1))
+                    if not near[tile].any():
+                        continue
+                    sub = tuple(slice(b.start + t.start, min(b.start + t.stop, b.stop)) for b, t in zip(box, tile))
+                    fine = self.grid.fine_box(sub)  # type: ignore[arg-type]
+                    mask = upsample(phi[tile], sub, self.grid) < 0  # type: ignore[arg-type]
+                    if only is not None:
+                        mask &= np.isin(self.tissue[fine], only)
+                    self.tissue[fine][mask] = value
 
 
 def _tighten(
@@ -127,26 +154,17 @@ def _paint_body(canvas: _Canvas, anatomy: Anatomy, rng: np.random.Generator) -> 
     x, y, z = grid.coords(full)
     s = anatomy.torso.half_width / 160.0
     region = np.maximum(np.maximum(z - np.float32(-15 * s), np.float32(-230 * s) - z), y - np.float32(35 * s))
-    _paint_field(canvas, TISSUE_IDS["bowel"], np.maximum((0.2 - loops) * 10, region), (TISSUE_IDS["visceral_fat"],))
-    _paint_field(canvas, TISSUE_IDS["gas"], (1.3 - gas) * 10, (TISSUE_IDS["bowel"], TISSUE_IDS["colon"]))
+    canvas.fill(TISSUE_IDS["bowel"], np.maximum((0.2 - loops) * 10, region), full,
+                (TISSUE_IDS["visceral_fat"],))
+    canvas.fill(TISSUE_IDS["gas"], (1.3 - gas) * 10, full, (TISSUE_IDS["bowel"], TISSUE_IDS["colon"]))
     for label, shape in anatomy.organs:
-        painted = canvas.paint(label, shape, roughness=ROUGHNESS.get(label, 1.0), clip_cavity=2.0)
+        painted = canvas.paint(
+            label, shape, roughness=ROUGHNESS.get(label, 1.0), clip_cavity=2.0, want_mask=label == STOMACH
+        )
         if label == STOMACH and painted is not None:
             _stomach_gas(canvas, painted, anatomy.stomach_gas)
     for name, shape, inset in anatomy.bones:
         canvas.paint(TISSUE_IDS[name], shape, inset)
-
-
-def _paint_field(canvas: _Canvas, value: int, coarse_phi: np.ndarray, only: tuple[int, ...]) -> None:
-    """Paint a whole-volume coarse field (mm, negative inside) onto voxels whose tissue is in `only`."""
-    near = coarse_phi < 0
-    if not near.any():
-        return
-    full = tuple(slice(0, n) for n in canvas.grid.shape)
-    box, phi = _tighten(full, coarse_phi, near)
-    fine = canvas.grid.fine_box(box)
-    mask = (upsample(phi, box, canvas.grid) < 0) & np.isin(canvas.tissue[fine], only)
-    canvas.tissue[fine][mask] = value
 
 
 def _stomach_gas(canvas: _Canvas, painted: tuple[tuple[slice, slice, slice], np.ndarray], fraction: float) -> None:
@@ -202,12 +220,12 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
     table, _ = _hu_table(rng)
     table[255] = synth_config()["tissue_hu"]["gas"]
     tissue = canvas.tissue
-    image = table[tissue]
-    image += rng.standard_normal(layout.shape, dtype=np.float32) * np.float32(layout.noise_hu)
-    np.clip(image, -1024, 3071, out=image)
-    image = image.astype(np.int16)
+    image = (rng.standard_normal(layout.shape, dtype=np.float32) * np.float32(layout.noise_hu)).astype(np.int16)
+    image += np.round(table).astype(np.int16)[tissue]
+    np.maximum(image, -1024, out=image)
     tissue[tissue == 255] = STOMACH
-    label = np.where(tissue <= 13, tissue, 0).astype(np.uint8)
+    tissue[tissue > 13] = 0
+    label = tissue
     flip_axes = tuple(2 - axis for axis in range(3) if layout.flips[axis])
     if flip_axes:
         image = np.ascontiguousarray(np.flip(image, flip_axes))
