@@ -59,6 +59,7 @@ def test_stray_values_present_and_recorded(small_dataset: Path) -> None:
     assert found > 0
 
 
+@pytest.mark.slow
 def test_nnunet_integrity_check_accepts_it(small_dataset: Path) -> None:
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 

@@ -51,7 +51,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="new output folder (required unless --in-place)")
     allowed = parser.add_mutually_exclusive_group()
     allowed.add_argument("--dataset-json", type=Path, help="nnU-Net dataset.json whose 'labels' are allowed "
-                         "(default: the dataset.json next to or above --labels)")
+                         "(default: a dataset.json in --labels or up to two folders above)")
     allowed.add_argument("--labels-allowed", help="allowed values, e.g. 0-13 or 0,1,2,5-7")
     parser.add_argument("--in-place", action="store_true", help="replace the files in --labels (atomically)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -65,10 +65,12 @@ def _allowed(args: argparse.Namespace) -> tuple[list[int], str]:
         return parse_label_spec(args.labels_allowed), NIFTI_ENDING
     path = args.dataset_json
     if path is None:
-        candidates = [args.labels / "dataset.json", args.labels.parent / "dataset.json"]
+        candidates = [folder / "dataset.json" for folder in (args.labels, args.labels.parent, args.labels.parent.parent)]
         path = next((p for p in candidates if p.is_file()), None)
         if path is None:
-            raise CdlError(f"{args.labels}: no dataset.json next to or above it; pass --dataset-json or --labels-allowed")
+            raise CdlError(
+                f"{args.labels}: no dataset.json in it or up to two folders above; pass --dataset-json or --labels-allowed"
+            )
     ending = read_json(path).get("file_ending", NIFTI_ENDING)
     return allowed_from_dataset_json(path), ending
 
