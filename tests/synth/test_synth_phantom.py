@@ -122,3 +122,16 @@ def test_bad_arguments() -> None:
         synth_case("huge", 0)
     with pytest.raises(CdlError, match="num_slices"):
         synth_case("flare", 0, num_slices=0)
+
+
+def test_only_tubes_leave_the_abdomen() -> None:
+    from nnunet_cdl.labels import TUBE_ORGANS
+    from nnunet_cdl.synth.anatomy import organ_shapes
+
+    for seed in range(5):
+        for label, shape in organ_shapes(np.random.default_rng(seed), 1.0, 0.0):
+            lo, hi = shape.bounds()
+            if label in TUBE_ORGANS:
+                assert hi[2] - lo[2] > 250, label
+            else:
+                assert -160 < lo[2] and hi[2] < 200, (label, lo[2], hi[2])
