@@ -115,3 +115,29 @@ def test_difficulty_score_modes() -> None:
     assert difficulty_score(dice, 2, "paper", challenge=[0, 1]) == pytest.approx(0.75)
     with pytest.raises(ValueError):
         difficulty_score(dice, 1, "median")  # type: ignore[arg-type]
+
+
+def test_pairwise_dice_over_the_foreground_union_equals_full_confusion_matrices() -> None:
+    rng = np.random.default_rng(5)
+    labels = []
+    for _ in range(4):
+        label = rng.integers(0, 14, size=(9, 10, 11), dtype=np.uint8)
+        label[rng.random(label.shape) < 0.7] = 0  # mostly background, as in CT
+        labels.append(label)
+    labels[3][:] = 0  # an empty map: Dice 0 with any map holding organs
+    dice = pairwise_dice(labels, 14)
+    for i in range(4):
+        for j in range(4):
+            expected = 1.0 if i == j else multi_organ_dice(confusion_matrix(labels[i], labels[j], 14))
+            assert dice[i, j] == pytest.approx(expected)
+    assert dice[0, 3] == 0.0
+
+
+def test_already_clean_fast_path() -> None:
+    from nnunet_cdl.consensus.case import already_clean
+
+    allowed = tuple(range(14))
+    assert already_clean(np.array([0, 3, 13], np.uint8), allowed)
+    assert not already_clean(np.array([0, 3, 14], np.uint8), allowed)
+    assert not already_clean(np.array([0, 2], np.uint8), (0, 1, 3))  # 2 not allowed: not provably clean
+    assert not already_clean(np.array([-1, 2], np.int16), allowed)

@@ -74,6 +74,15 @@ def check_geometry(
         )
 
 
+def already_clean(label: np.ndarray, allowed: tuple[int, ...]) -> bool:
+    """True when every value between the label's min and max is allowed (two cheap passes instead of a sort)."""
+    if label.size == 0:
+        return True
+    low, high = int(label.min()), int(label.max())
+    allowed_set = set(allowed)
+    return high - low < 65536 and all(v in allowed_set for v in range(low, high + 1))
+
+
 def load_candidate(path: Path, allowed: tuple[int, ...]) -> tuple[np.ndarray, Geometry, int, np.dtype]:
     """Read and clean one candidate: (label (z, y, x) uint8/uint16, geometry, voxels cleaned, file dtype)."""
     from nnunet_cdl.synth import clean_labels
@@ -85,6 +94,8 @@ def load_candidate(path: Path, allowed: tuple[int, ...]) -> tuple[np.ndarray, Ge
         if not np.array_equal(array, np.round(array)):
             raise CdlError(f"{path}: label map holds non-integer values (dtype {file_dtype})")
         array = array.astype(np.int32)
+    if already_clean(array, allowed):
+        return array.astype(label_dtype(allowed), copy=False), volume.geometry, 0, file_dtype
     cleaned, n_changed = clean_labels(array, allowed)
     return np.asarray(cleaned).astype(label_dtype(allowed), copy=False), volume.geometry, int(n_changed), file_dtype
 

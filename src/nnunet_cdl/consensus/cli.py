@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nnunet_cdl.consensus.run import ConsensusSummary, merge_parts, run_consensus, run_part
+from nnunet_cdl.consensus.run import ConsensusSummary, run_consensus, run_part
 from nnunet_cdl.consensus.scores import DS_MODES
 from nnunet_cdl.consensus.settings import (
     ConsensusSettings,

@@ -27,9 +27,8 @@ def confusion_matrix(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarr
     """
     if a.shape != b.shape:
         raise ValueError(f"label maps differ in shape: {a.shape} vs {b.shape}")
-    for arr in (a, b):
-        if arr.size and (int(arr.max()) >= num_classes or int(arr.min()) < 0):
-            raise ValueError(f"label values outside 0..{num_classes - 1}: clean the labels first")
+    check_range(a, num_classes)
+    check_range(b, num_classes)
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     counts = np.zeros(num_classes * num_classes, dtype=np.int64)
     for start in range(0, flat_a.size, _CHUNK_VOXELS):
@@ -55,16 +54,35 @@ def multi_organ_dice(confusion: np.ndarray) -> float:
     return float(per_organ[present].mean()) if present.any() else 1.0
 
 
-def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Symmetric (K, K) matrix of multi-organ Dice between K label maps, ones on the diagonal.
+def check_range(label: np.ndarray, num_classes: int) -> None:
+    """ValueError unless every value of `label` is in 0..num_classes-1."""
+    if label.size and (int(label.max()) >= num_classes or int(label.min()) < 0):
+        raise ValueError(f"label values outside 0..{num_classes - 1}: clean the labels first")
 
-    One confusion matrix per unordered pair (K*(K-1)/2 passes over the voxels).
+
+def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Symmetric (K, K) matrix of multi-organ Dice between K label maps of equal shape, ones on the diagonal.
+
+    Voxels that are background in every map only add to the background count, so each map's foreground union
+    is gathered once and each unordered pair costs one bincount over that union (K*(K-1)/2 confusion matrices).
     """
     k = len(labels)
+    shape = labels[0].shape
+    union = np.zeros(shape, dtype=bool)
+    for label in labels:
+        if label.shape != shape:
+            raise ValueError(f"label maps differ in shape: {label.shape} vs {shape}")
+        check_range(label, num_classes)
+        union |= label != 0
+    outside = union.size - int(np.count_nonzero(union))
+    compact = [label[union] for label in labels]
+    del union
     dice = np.eye(k, dtype=np.float64)
     for i in range(k):
         for j in range(i + 1, k):
-            dice[i, j] = dice[j, i] = multi_organ_dice(confusion_matrix(labels[i], labels[j], num_classes))
+            confusion = confusion_matrix(compact[i], compact[j], num_classes)
+            confusion[0, 0] += outside
+            dice[i, j] = dice[j, i] = multi_organ_dice(confusion)
     return dice
 
 
