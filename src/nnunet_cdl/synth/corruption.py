@@ -213,12 +213,16 @@ def corrupt_label(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Apply the corruptions named in `severities` (kind -> severity in [0, 1]) in `CORRUPTIONS` order.
 
-    Returns the corrupted copy and one record per applied kind (its parameters, JSON-ready).
+    Returns the corrupted copy and one record per applied kind (its parameters, JSON-ready). Work happens on the
+    organs' bounding box plus the farthest reach of any corruption, so large scans cost what their organs do.
     """
     unknown = set(severities) - set(CORRUPTIONS)
     if unknown:
         raise ValueError(f"unknown corruption kind(s) {sorted(unknown)}; known: {list(CORRUPTIONS)}")
-    out, records = label, []
+    scale = _scale()
+    reach_mm = max(scale["shift_mm"], 1.5 * scale["boundary_mm"], max(scale["blob_radius_mm"])) + 2 * max(spacing)
+    box = _foreground_box(label, tuple(int(math.ceil(reach_mm / s)) for s in spacing))  # type: ignore[arg-type]
+    out, records = label[box], []
     for kind, func in CORRUPTIONS.items():
         if kind not in severities:
             continue
@@ -227,8 +231,12 @@ def corrupt_label(
             out, record = boundary(out, rng, severity, spacing, boundary_mode)
         else:
             out, record = func(out, rng, severity, spacing)
+        for blob in record.get("blobs", []):
+            blob["center_voxel"] = [c + b.start for c, b in zip(blob["center_voxel"], box)]
         records.append(record)
-    return (out if out is not label else label.copy()), records
+    full = np.zeros_like(label)
+    full[box] = out
+    return full, records
 
 
 def multi_organ_dice(pred: np.ndarray, truth: np.ndarray, organs: tuple[int, ...] = ORGAN_IDS) -> float:
