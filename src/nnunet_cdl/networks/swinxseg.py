@@ -38,6 +38,26 @@ def check_input_shape(spatial_shape: Sequence[int], multiple: int = INPUT_MULTIP
         )
 
 
+def encode_tokens(encoder: SwinTransformer, x: torch.Tensor, token_mask: torch.Tensor | None = None,
+                  mask_token: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Run MONAI's Swin encoder: (B, C, Z, Y, X) -> 5 layer-normalised maps at strides 2, 4, 8, 16, 32.
+
+    `token_mask` (B, Z/2, Y/2, X/2) bool replaces the masked patch embeddings by `mask_token` (C,), as masked
+    image modelling does; without it this equals `encoder(x, normalize=True)`.
+    """
+    check_input_shape(x.shape[2:])
+    tokens = encoder.pos_drop(encoder.patch_embed(x))
+    if token_mask is not None:
+        if mask_token is None:
+            raise CdlError("a token mask needs a mask token")
+        tokens = torch.where(token_mask[:, None], mask_token.view(1, -1, 1, 1, 1).to(tokens.dtype), tokens)
+    features = [encoder.proj_out(tokens, True)]
+    for layers in (encoder.layers1, encoder.layers2, encoder.layers3, encoder.layers4):
+        tokens = layers[0](tokens.contiguous())
+        features.append(encoder.proj_out(tokens, True))
+    return features
+
+
 class ConvNormAct(nn.Sequential):
     """k^3 convolution + instance norm + leaky ReLU: (B, C_in, ...) -> (B, C_out, ...), same spatial size."""
 
@@ -71,13 +91,17 @@ class SwinXSegDecoder(nn.Module):
         )
         self.seg_layers = nn.Conv3d(decoder_channels[0], num_classes, kernel_size=1)
 
-    def forward(self, image: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
-        """(B, C, Z, Y, X) image and encoder features at strides 2..32 -> (B, K, Z, Y, X) logits."""
+    def features(self, image: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, C, Z, Y, X) image and encoder features at strides 2..32 -> (B, D0, Z, Y, X) decoder features."""
         skips = [self.image_block(image)] + [reduce(f) for reduce, f in zip(self.skips, features)]
         x = self.bottleneck(skips[-1])
         for up, skip in zip(self.up_blocks, reversed(skips[:-1])):
             x = up(x, skip)
-        return self.seg_layers(x)
+        return x
+
+    def forward(self, image: torch.Tensor, features: Sequence[torch.Tensor]) -> torch.Tensor:
+        """(B, C, Z, Y, X) image and encoder features at strides 2..32 -> (B, K, Z, Y, X) logits."""
+        return self.seg_layers(self.features(image, features))
 
 
 class SwinXSeg(nn.Module):
@@ -110,27 +134,11 @@ class SwinXSeg(nn.Module):
             decoder_channels = default_decoder_channels(embed_dim)
         self.decoder = SwinXSegDecoder(input_channels, num_classes, self.encoder_channels, decoder_channels,
                                        norm_name)
-        self.input_multiple = INPUT_MULTIPLE
 
     def encode(self, x: torch.Tensor, token_mask: torch.Tensor | None = None,
                mask_token: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """(B, C, Z, Y, X) -> 5 feature maps (B, 48 * 2^i, Z / 2^(i+1), ...) for i = 0..4.
-
-        `token_mask` (B, Z/2, Y/2, X/2) bool replaces the masked patch embeddings by `mask_token` (C,),
-        as masked image modelling does.
-        """
-        check_input_shape(x.shape[2:], self.input_multiple)
-        enc = self.encoder
-        tokens = enc.pos_drop(enc.patch_embed(x))
-        if token_mask is not None:
-            if mask_token is None:
-                raise CdlError("a token mask needs a mask token")
-            tokens = torch.where(token_mask[:, None], mask_token.view(1, -1, 1, 1, 1).to(tokens.dtype), tokens)
-        features = [enc.proj_out(tokens, True)]
-        for layers in (enc.layers1, enc.layers2, enc.layers3, enc.layers4):
-            tokens = layers[0](tokens.contiguous())
-            features.append(enc.proj_out(tokens, True))
-        return features
+        """(B, C, Z, Y, X) -> 5 feature maps (B, 48 * 2^i, Z / 2^(i+1), ...) for i = 0..4 (see `encode_tokens`)."""
+        return encode_tokens(self.encoder, x, token_mask, mask_token)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, Z, Y, X) image, sizes multiples of 32 -> (B, K, Z, Y, X) logits."""

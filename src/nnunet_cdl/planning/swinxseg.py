@@ -13,7 +13,7 @@ The paper's preprocessing, expressed with stock nnU-Net classes only so that `nn
   when reading and back to the file's own orientation when writing predictions;
 - the network by dotted path (`nnunet_cdl.networks.swinxseg.SwinXSeg`) in the `architecture` section.
 
-Values come from `configs/swinxseg.json`; a user file may override any subset (`config=`).
+Values come from `configs/swinxseg.json`; a user file may override any subset (`preset=` path).
 """
 
 from __future__ import annotations
@@ -115,13 +115,13 @@ def network_architecture(network: dict[str, Any]) -> dict[str, Any]:
 
 
 class SwinXSegPlanner(ExperimentPlanner):
-    """Fixed Swin-X Seg plans; call signature of nnU-Net's `ExperimentPlanner` plus `config` (a JSON file)."""
+    """Fixed Swin-X Seg plans; call signature of nnU-Net's `ExperimentPlanner` plus `preset` (a JSON file path)."""
 
     def __init__(self, dataset_name_or_id: str | int, gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str | None = None,
                  overwrite_target_spacing: Sequence[float] | None = None, suppress_transpose: bool = False,
-                 config: str | Path | None = None) -> None:
-        self.config = load_config(config)
+                 preset: str | Path | None = None) -> None:
+        self.config = load_config(preset)
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
                          plans_name or self.config["plans_name"], overwrite_target_spacing, suppress_transpose)
 
