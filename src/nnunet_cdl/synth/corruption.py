@@ -47,7 +47,7 @@ def _foreground_box(label: np.ndarray, margin: tuple[int, int, int]) -> tuple[sl
         idx = np.flatnonzero(label.any(axis=other))
         if idx.size == 0:
             return tuple(slice(0, n) for n in label.shape)
-        box.append(slice(max(idx[0] - margin[axis], 0), min(idx[-1] + margin[axis] + 1, label.shape[axis])))
+        box.append(slice(max(int(idx[0]) - margin[axis], 0), min(int(idx[-1]) + margin[axis] + 1, label.shape[axis])))
     return tuple(box)
 
 
@@ -232,7 +232,7 @@ def corrupt_label(
         else:
             out, record = func(out, rng, severity, spacing)
         for blob in record.get("blobs", []):
-            blob["center_voxel"] = [c + b.start for c, b in zip(blob["center_voxel"], box)]
+            blob["center_voxel"] = [int(c + b.start) for c, b in zip(blob["center_voxel"], box)]
         records.append(record)
     full = np.zeros_like(label)
     full[box] = out
