@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import Geometry
-from nnunet_cdl.labels import LABEL_IDS, ORGAN_IDS
+from nnunet_cdl.labels import LABEL_IDS
 from nnunet_cdl.synth import synth_case
 from nnunet_cdl.synth.phantom import layout_for
 

@@ -118,8 +118,9 @@ def _tighten(
     return new_box, phi[tuple(sub)]  # type: ignore[return-value]
 
 
-def _hu_table(rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """Mean HU per tissue-map value (256 entries) for a random contrast phase with per-case variation."""
+def _hu_table(rng: np.random.Generator) -> np.ndarray:
+    """Mean HU per tissue-map value (256 entries; 255 is stomach gas) for a random contrast phase, per-case
+    contrast strength and organ jitter."""
     cfg = synth_config()
     phase = str(rng.choice(cfg["phases"]))
     scale = float(rng.uniform(*cfg["contrast_scale"]))
@@ -135,7 +136,8 @@ def _hu_table(rng: np.random.Generator) -> tuple[np.ndarray, str]:
         hu = cfg["organ_hu"][name]
         table[label] = hu["non_contrast"] + scale * (hu[phase] - hu["non_contrast"]) + rng.normal(0, jitter)
     table[0] = cfg["tissue_hu"]["air"]
-    return table, phase
+    table[255] = cfg["tissue_hu"]["gas"]
+    return table
 
 
 def _paint_body(canvas: _Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
@@ -236,8 +238,7 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
     cavity = anatomy.torso.phi(grid.coords(full)) + np.float32(anatomy.fat_mm + anatomy.muscle_mm)
     canvas = _Canvas(grid, np.zeros(layout.shape, dtype=np.uint8), cavity, displacement, surface)  # type: ignore[arg-type]
     _paint_body(canvas, anatomy, rng)
-    table, _ = _hu_table(rng)
-    table[255] = synth_config()["tissue_hu"]["gas"]
+    table = _hu_table(rng)
     tissue = canvas.tissue
     image = np.empty(layout.shape, dtype=np.int16)
     for start in range(0, layout.shape[0], CHUNK):
