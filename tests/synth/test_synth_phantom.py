@@ -114,7 +114,10 @@ def test_flare_geometry_and_slice_counts() -> None:
     assert long.shape[0] * long.spacing_zyx[0] > 700, "long scans reach beyond the abdomen"
     image, label, geometry = synth_case("flare", 5, num_slices=24)
     assert image.shape == (24, 512, 512) and geometry.origin != (0.0, 0.0, 0.0)
-    assert (label > 0).any()
+    assert (label > 0).any() and set(np.unique(label)) <= set(range(14))
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    assert np.all(ndimage.binary_fill_holes(image > -400, structure=in_plane)[label > 0])
 
 
 def test_bad_arguments() -> None:
