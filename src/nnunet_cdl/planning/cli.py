@@ -11,7 +11,9 @@ import argparse
 import functools
 import inspect
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.planning import DEFAULT_PLANNER, PLANNERS
@@ -92,7 +94,7 @@ def check_nnunet_class(name: str, subpackage: str, flag: str) -> None:
         raise CdlError(f"{flag} {name}: no such class in nnunetv2.{subpackage} (nnU-Net looks it up only there)")
 
 
-def planner_factory(planner_name: str, preset: Path | None):
+def planner_factory(planner_name: str, preset: Path | None) -> Callable[..., Any]:
     """The planner class, bound to `preset` when given (a `CdlError` if the planner takes no preset)."""
     from nnunet_cdl.planning import resolve_planner
     from nnunet_cdl.planning.preset import load_preset
@@ -128,6 +130,8 @@ def main(argv: list[str], prog: str) -> int:
     planner = planner_factory(args.pl, args.preset)
     check_nnunet_class(args.fpe, "experiment_planning", "-fpe")
     check_nnunet_class(args.preprocessor_name, "preprocessing", "-preprocessor_name")
+    if args.gpu_memory_target is not None and args.pl in PLANNERS:
+        print(f"note: {args.pl} uses the preset's patch and batch size; -gpu_memory_target is ignored")
 
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprints,

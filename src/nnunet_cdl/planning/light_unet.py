@@ -168,6 +168,11 @@ class LightUNetPlanner(ExperimentPlanner):
             f"{arch['n_stages']} stages, features {arch['features_per_stage']}",
             f"  kernels {arch['kernel_sizes']}, strides {arch['strides']}",
         ]
+        small = [axis for axis, (m, p) in zip("zyx", zip(configuration["median_image_size_in_voxels"],
+                                                         configuration["patch_size"])) if m < p]
+        if small:
+            lines.append(f"  note: the median image is smaller than the patch along {', '.join(small)}; "
+                         "nnU-Net pads those axes")
         if self.network_cost is not None:
             outputs = len(self.dataset_json["labels"])
             lines.append(f"  cost ({outputs} output channels): {self.network_cost.describe()}")

@@ -1,0 +1,1 @@
+"""Networks: the light 3D U-Net cost helpers and Swin-X Seg."""
