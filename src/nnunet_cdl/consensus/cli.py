@@ -21,7 +21,7 @@ from nnunet_cdl.errors import CdlError
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--images", type=Path, required=True, help="imagesTr folder (CASE_0000.nii.gz ...)")
     p.add_argument("--labels", type=Path, nargs="+", required=True, metavar="DIR",
                    help="one folder per pseudo-label source (CASE.nii.gz); a source's name is its folder's name; "
@@ -48,8 +48,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--hard-quantile", type=float, default=None, help="quantile mode: hard threshold [config: 0.1]")
     p.add_argument("--keep-erroneous", action="store_true",
                    help="also put erroneous cases into labelsTr (nnUNetTrainerCDL still never trains on them)")
-    p.add_argument("--num-processes", "-np", type=int, default=1, help="worker processes")
-    p.add_argument("--num-parts", type=int, default=1, help="split the cases into this many parts (array jobs)")
+    p.add_argument("--num-processes", "-np", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--num-parts", type=int, default=1, help="split the cases into this many parts for array jobs (default 1)")
     p.add_argument("--part-id", type=int, default=0, help="which part this process scores (0..num-parts-1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
     return p
