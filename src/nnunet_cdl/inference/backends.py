@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import os
 import platform
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,10 +103,20 @@ def openvino_cache_dir(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".openvino")
 
 
+def _trace(network: nn.Module, example: torch.Tensor) -> object:
+    """torch -> OpenVINO model (tracing warnings about shape-dependent Python branches are expected: the window
+    shape is fixed)."""
+    import openvino as ov
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ov.convert_model(network.eval(), example_input=example)
+
+
 def _convert(network: nn.Module, example: torch.Tensor, folder: Path, key: dict) -> None:
     import openvino as ov
 
-    model = ov.convert_model(network.eval(), example_input=example)
+    model = _trace(network, example)
     ov.save_model(model, str(folder / "model.xml"), compress_to_fp16=False)
     write_json(folder / "meta.json", key)
 
@@ -119,13 +130,13 @@ def load_openvino_model(network: nn.Module, example: torch.Tensor, checkpoint: P
 
     key = {"input_shape": list(example.shape), "openvino": ov.__version__}
     if checkpoint is None:
-        return ov.convert_model(network.eval(), example_input=example)
+        return _trace(network, example)
     key |= checkpoint_key(checkpoint)
     folder = openvino_cache_dir(checkpoint)
     meta = folder / "meta.json"
     if not (meta.is_file() and read_json(meta) == key):
         if not os.access(checkpoint.parent, os.W_OK):
-            return ov.convert_model(network.eval(), example_input=example)
+            return _trace(network, example)
         with atomic_directory(folder, overwrite=True) as tmp:
             _convert(network, example, tmp, key)
     return ov.Core().read_model(str(folder / "model.xml"))

@@ -1,0 +1,245 @@
+"""Benchmark `nnunet-cdl predict` (adaptive, center-first) against nnU-Net's stock predictor on FLARE-like phantoms.
+
+For each model (a label and a trained nnU-Net model folder) and each phantom (flare preset, ~24 / 300 / 1000
+slices by default), runs in separate processes:
+  stock: `nnunet-cdl predict --tiling full` = nnUNetPredictor, step 0.5, mirroring as the trainer allows;
+  ours:  `nnunet-cdl predict` with the preset's settings (`--repeats` times, median reported);
+and records per case: wall time of the command, peak RSS of its process tree, per-stage seconds and windows (from
+our JSON record), and organ Dice between the two outputs (and against the phantom's truth).
+
+Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
+CPU budget set by --train-epochs / --train-iterations; cached in --work). Add another model (e.g. Swin-X Seg) with
+`--model swin=/path/to/model_folder`.
+
+    python scripts/bench_predict.py --work bench_work/predict --threads 2
+Writes <work>/bench_predict.json and <work>/bench_predict.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunet_cdl.evaluation.efficiency import run_measured
+from nnunet_cdl.io import Geometry, write_json, write_volume
+from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
+from nnunet_cdl.nnunet_env import ensure_nnunet_env
+from nnunet_cdl.synth.phantom import synth_case
+
+DATASET_ID = 951
+DATASET = f"Dataset{DATASET_ID:03d}_PredictBench"
+BIN = Path(sys.executable).parent
+
+
+def organ_dice(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Dice per organ present in a or b (label maps of equal shape)."""
+    out = {}
+    for organ in ORGAN_IDS:
+        x, y = a == organ, b == organ
+        total = int(x.sum()) + int(y.sum())
+        if total:
+            out[ORGANS[organ]] = round(2.0 * int(np.logical_and(x, y).sum()) / total, 5)
+    return out
+
+
+def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
+    image = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(image), Geometry.of(image)
+
+
+def make_cases(folder: Path, slices: list[int], seed: int) -> dict[str, Path]:
+    """One flare phantom per slice count: folder/<case>/<case>_0000.nii.gz and folder/truth/<case>.nii.gz."""
+    cases = {}
+    for index, count in enumerate(slices):
+        case = f"bench_{count:04d}"
+        image_dir = folder / case
+        image_file = image_dir / f"{case}_0000.nii.gz"
+        if not image_file.is_file():
+            image, labels, geometry = synth_case("flare", seed + index, num_slices=count)
+            write_volume(folder / "truth" / f"{case}.nii.gz", labels.astype(np.uint8), geometry)
+            write_volume(image_file, image, geometry)
+        cases[case] = image_dir
+    return cases
+
+
+def run(command: list[str], env: dict[str, str], log: Path) -> None:
+    with open(log, "w") as handle:
+        done = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode:
+        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
+
+
+def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
+    """Train a light U-Net on flare phantoms (fold 0) unless one is cached; returns its model folder."""
+    raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
+    model = results / DATASET / "nnUNetTrainerLightUNet__nnUNetPlansLightUNet__3d_fullres"
+    if (model / "fold_0" / "checkpoint_final.pth").is_file():
+        return model
+    dataset = raw / DATASET
+    rng = np.random.default_rng(args.seed)
+    for index in range(args.train_cases):
+        case = f"train_{index:03d}"
+        if (dataset / "labelsTr" / f"{case}.nii.gz").is_file():
+            continue
+        image, labels, geometry = synth_case("flare", 5000 + index, num_slices=int(rng.integers(40, 120)))
+        write_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz", image, geometry)
+        write_volume(dataset / "labelsTr" / f"{case}.nii.gz", labels.astype(np.uint8), geometry)
+    write_json(dataset / "dataset.json", {
+        "channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(), "numTraining": args.train_cases,
+        "file_ending": ".nii.gz",
+    })
+    env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
+               nnUNet_n_proc_DA=str(args.train_da_processes), nnUNet_cdl_num_epochs=str(args.train_epochs),
+               nnUNet_cdl_num_iterations_per_epoch=str(args.train_iterations),
+               nnUNet_cdl_num_val_iterations_per_epoch="2")
+    ensure_nnunet_env(env)
+    print(f"training a light U-Net on {args.train_cases} flare phantoms: {args.train_epochs} epochs x "
+          f"{args.train_iterations} iterations (log in {work})", flush=True)
+    if not (pre / DATASET / "nnUNetPlansLightUNet_3d_fullres").is_dir():
+        run([str(BIN / "nnunet-cdl"), "plan", "-d", str(DATASET_ID), "-pl", "LightUNetPlanner", "-c", "3d_fullres",
+             "-np", "1"], env, work / "plan.log")
+    run([str(BIN / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerLightUNet",
+         "-p", "nnUNetPlansLightUNet", "-device", "cpu"], env, work / "train.log")
+    return model
+
+
+def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, args, extra: list[str]) -> dict:
+    """Run one prediction command on one case folder; wall time, peak RSS, and our record when adaptive."""
+    if out.exists():
+        shutil.rmtree(out)
+    record_dir = out.with_name(out.name + "_record")
+    command = [str(BIN / "nnunet-cdl"), "predict", "-i", str(case_dir), "-o", str(out), "-m", str(model),
+               "-f", *args.folds, "-device", "cpu", "--threads", str(args.threads), "--tiling", tiling,
+               "--disable_progress_bar", "-npp", "1", "-nps", "1", "--record", str(record_dir), *extra]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    log = out.with_name(out.name + ".log")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    measured = run_measured(" ".join(command), env=env, log=log, timeout=args.timeout)
+    if measured.exit_code:
+        raise SystemExit(f"{label} {tiling} failed on {case_dir}: see {log}")
+    row = {"wall_s": round(measured.wall_s, 2), "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+    records = sorted(record_dir.glob("*.json")) if tiling == "adaptive" else []
+    if records:
+        record = json.loads(records[0].read_text())
+        row |= {"case_s": record["seconds"]["total"], "seconds": record["seconds"], "windows": record["windows"],
+                "backend": record["backend"], "network_shape": record["network_shape"]}
+    return row
+
+
+def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args) -> list[dict]:
+    rows = []
+    for case, case_dir in cases.items():
+        truth, truth_geometry = read_labels(work / "cases" / "truth" / f"{case}.nii.gz")
+        slices = truth.shape[0]
+        row: dict = {"model": label, "case": case, "shape": list(truth.shape)}
+        ours = [predict(label, model, case_dir, work / "out" / label / f"{case}_ours", "adaptive", args, [])
+                for _ in range(args.repeats)]
+        row["ours"] = min(ours, key=lambda r: abs(r["wall_s"] - statistics.median(o["wall_s"] for o in ours)))
+        row["ours"]["wall_s_runs"] = [o["wall_s"] for o in ours]
+        ours_labels, ours_geometry = read_labels(work / "out" / label / f"{case}_ours" / f"{case}.nii.gz")
+        row["geometry_ok"] = ours_labels.shape == truth.shape and ours_geometry.matches(truth_geometry)
+        row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
+        if slices <= args.stock_max_slices:
+            row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
+            stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
+            row["dice_vs_stock"] = organ_dice(ours_labels, stock_labels)
+            row["mean_dice_vs_stock"] = round(float(np.mean(list(row["dice_vs_stock"].values()) or [1.0])), 4)
+            row["stock_dice_vs_truth"] = organ_dice(stock_labels, truth)
+            row["speedup"] = round(row["stock"]["wall_s"] / row["ours"]["wall_s"], 1)
+        for backend in args.backends if slices == args.backend_case_slices else []:
+            row.setdefault("backends", {})[backend] = predict(
+                label, model, case_dir, work / "out" / label / f"{case}_{backend}", "adaptive", args,
+                ["--backend", backend])
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def mean(values) -> str:
+    values = list(values)
+    return f"{np.mean(values):.3f}" if values else "n/a"
+
+
+def markdown(rows: list[dict], args) -> str:
+    lines = [
+        f"Threads: {args.threads}. Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`", "",
+        "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB | "
+        "windows run/skipped | speedup | mean Dice vs stock | mean Dice vs truth (stock / ours) | geometry |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        stock = r.get("stock", {})
+        w = r["ours"].get("windows", {})
+        lines.append(
+            f"| {r['model']} | {r['case']} {tuple(r['shape'])} | {stock.get('wall_s', 'n/a')} | "
+            f"{stock.get('peak_rss_mb', 'n/a')} | {r['ours']['wall_s']} | {r['ours'].get('case_s', 'n/a')} | "
+            f"{r['ours']['peak_rss_mb']} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
+            f"{r.get('speedup', 'n/a')} | {r.get('mean_dice_vs_stock', 'n/a')} | "
+            f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "
+            f"{'ok' if r['geometry_ok'] else 'MISMATCH'} |"
+        )
+    stages = [r for r in rows if "seconds" in r["ours"]]
+    if stages:
+        lines += ["", "Where our time goes (seconds, median run):", "",
+                  "| model | case | reading | preprocessing | network | exporting | writing | process overhead |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in stages:
+            s = r["ours"]["seconds"]
+            overhead = round(r["ours"]["wall_s"] - s["total"], 2)
+            lines.append(f"| {r['model']} | {r['case']} | {s['reading']} | {s['preprocessing']} | {s['network']} | "
+                         f"{s['exporting']} | {s['writing']} | {overhead} |")
+    backend_rows = [r for r in rows if "backends" in r]
+    if backend_rows:
+        lines += ["", "Backends (ours, one run each):", "", "| model | case | backend | wall s | network s |",
+                  "|---|---|---|---|---|"]
+        for r in backend_rows:
+            for name, b in r["backends"].items():
+                lines.append(f"| {r['model']} | {r['case']} | {name} | {b['wall_s']} | "
+                             f"{b.get('seconds', {}).get('network', 'n/a')} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("bench_work/predict"))
+    parser.add_argument("--model", action="append", default=[], help="LABEL=MODEL_FOLDER (repeatable)")
+    parser.add_argument("--folds", nargs="+", default=["0"])
+    parser.add_argument("--slices", nargs="+", type=int, default=[24, 300, 1000])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stock-max-slices", type=int, default=300, help="skip the stock run above this")
+    parser.add_argument("--backends", nargs="*", default=[], help="also time these backends on one case")
+    parser.add_argument("--backend-case-slices", type=int, default=300)
+    parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--train-cases", type=int, default=8)
+    parser.add_argument("--train-epochs", type=int, default=30)
+    parser.add_argument("--train-iterations", type=int, default=10)
+    parser.add_argument("--train-da-processes", type=int, default=1)
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    models = dict(item.split("=", 1) for item in args.model)
+    if not models:
+        models = {"light-unet": str(train_light_unet(work, args))}
+    cases = make_cases(work / "cases", args.slices, args.seed)
+    rows = []
+    for label, folder in models.items():
+        rows += bench_model(label, Path(folder).resolve(), cases, work, args)
+    write_json(work / "bench_predict.json", {"threads": args.threads, "models": models, "rows": rows})
+    (work / "bench_predict.md").write_text(markdown(rows, args))
+    print((work / "bench_predict.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Backends agree: torch fp32 vs bf16 autocast vs OpenVINO (cache beside the checkpoint, rebuilt on change)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference.backends import (
+    AUTO_ORDER,
+    available_backends,
+    build_backend,
+    openvino_cache_dir,
+    openvino_installed,
+    resolve_backend,
+)
+
+CPU = torch.device("cpu")
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv3d(1, 8, 3, padding=1), nn.InstanceNorm3d(8, affine=True), nn.LeakyReLU(),
+        nn.Conv3d(8, 4, 3, padding=1),
+    ).eval()
+
+
+def test_auto_resolves_to_the_first_available_and_bad_names_are_user_errors():
+    usable = available_backends(CPU)
+    assert usable and usable == [b for b in AUTO_ORDER if b in usable]
+    assert resolve_backend("auto", CPU) == usable[0]
+    assert resolve_backend("torch-fp32", CPU) == "torch-fp32"
+    with pytest.raises(CdlError):
+        resolve_backend("tensorrt", CPU)
+
+
+def test_torch_bf16_is_close_to_fp32():
+    x = torch.randn(1, 1, 8, 16, 16)
+    net = small_net()
+    fp32 = build_backend("torch-fp32", net, CPU, x, 1)(x)
+    bf16 = build_backend("torch-bf16", net, CPU, x, 1)(x)
+    assert fp32.dtype == bf16.dtype == torch.float32 and fp32.shape == (1, 4, 8, 16, 16)
+    assert torch.allclose(fp32, bf16, atol=0.05 * float(fp32.abs().max()))
+    assert torch.equal(fp32.argmax(1)[fp32.softmax(1).amax(1) > 0.6], bf16.argmax(1)[fp32.softmax(1).amax(1) > 0.6])
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino extra not installed")
+def test_openvino_matches_torch_and_caches_beside_the_checkpoint(tmp_path):
+    x = torch.randn(1, 1, 8, 16, 16)
+    net = small_net()
+    checkpoint = tmp_path / "fold_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"network_weights": net.state_dict()}, checkpoint)
+    reference = build_backend("torch-fp32", net, CPU, x, 1)(x)
+    ov = build_backend("openvino-fp32", net, CPU, x, 1, checkpoint)(x)
+    assert torch.allclose(reference, ov, atol=1e-3)
+    cache = openvino_cache_dir(checkpoint)
+    meta = (cache / "meta.json").read_text()
+    first_mtime = (cache / "model.xml").stat().st_mtime_ns
+    build_backend("openvino-bf16", net, CPU, x, 1, checkpoint)
+    assert (cache / "model.xml").stat().st_mtime_ns == first_mtime, "a current cache is reused"
+    with torch.no_grad():
+        net[0].bias += 1.0
+    time.sleep(0.01)
+    torch.save({"network_weights": net.state_dict()}, checkpoint)
+    os.utime(checkpoint)
+    changed = build_backend("openvino-fp32", net, CPU, x, 1, checkpoint)(x)
+    assert (cache / "meta.json").read_text() != meta, "a new checkpoint rebuilds the cache"
+    assert torch.allclose(changed, build_backend("torch-fp32", net, CPU, x, 1)(x), atol=1e-3)
