@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("nnunet_cdl.evaluation.bench_cli", "wall time and peak memory of a prediction command, case by case"),
     "plan": ("nnunet_cdl.planning.cli", "nnUNetv2_plan_and_preprocess with nnunet-cdl's planners (LightUNetPlanner)"),
     "env": ("nnunet_cdl.nnunet_env", 'print the exports stock nnU-Net commands need: eval "$(nnunet-cdl env)"'),
+    "predict": ("nnunet_cdl.inference.cli", "nnUNetv2_predict's flags with the fast center-first CPU predictor"),
     "swinxseg-pretrain": ("nnunet_cdl.training.swinxseg_pretrain", "SMIT self-supervised pretraining of Swin-X Seg for -pretrained_weights"),
 }
 """Subcommand -> (module, one-line help)."""
