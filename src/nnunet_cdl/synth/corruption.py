@@ -83,11 +83,26 @@ def boundary(
         gone = (crop > 0) & (dist <= radius_of[crop])
         out[box][gone] = 0
     else:
-        dist, (iz, iy, ix) = ndimage.distance_transform_edt(crop == 0, sampling=spacing, return_indices=True)
-        nearest = crop[iz, iy, ix]
-        grow = (crop == 0) & (nearest > 0) & (dist - half_voxel <= radius_of[nearest])
-        out[box][grow] = nearest[grow]
+        out[box] = _dilate(crop, radius_of, half_voxel, spacing)
     return out, {"kind": "boundary", "severity": float(severity), "mode": mode, "radius_mm": round(radius, 3)}
+
+
+def _dilate(crop: np.ndarray, radius_of: np.ndarray, half_voxel: np.float32, spacing: Spacing) -> np.ndarray:
+    """Grow each organ into background by its radius (mm); a voxel reachable by several goes to the nearest.
+
+    One distance transform per organ on its own box (grown by its radius), cheaper than one with indices.
+    """
+    out = crop.copy()
+    best = np.full(crop.shape, np.inf, dtype=np.float32)
+    for organ in _present(crop):
+        reach = tuple(int(math.ceil((float(radius_of[organ]) + half_voxel) / s)) + 1 for s in spacing)
+        mask = crop == organ
+        box = _foreground_box(mask, reach)  # type: ignore[arg-type]
+        dist = ndimage.distance_transform_edt(~mask[box], sampling=spacing).astype(np.float32)
+        grow = (crop[box] == 0) & (dist - half_voxel <= radius_of[organ]) & (dist < best[box])
+        best[box][grow] = dist[grow]
+        out[box][grow] = organ
+    return out
 
 
 def shift(label: np.ndarray, rng: np.random.Generator, severity: float, spacing: Spacing) -> tuple[np.ndarray, dict]:
