@@ -18,10 +18,10 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
 from nnunet_cdl.inference.backends import Backend, build_backend, resolve_backend
 from nnunet_cdl.inference.config import InferenceSettings, load_settings
+from nnunet_cdl.inference.model_loading import load_model_folder
 from nnunet_cdl.inference.postprocess import remove_small_components
 from nnunet_cdl.inference.sliding import SlidingResult, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
-from nnunet_cdl.nnunet_env import ensure_nnunet_env
 
 
 class nnUNetCdlPredictor(nnUNetPredictor):
@@ -61,7 +61,8 @@ class nnUNetCdlPredictor(nnUNetPredictor):
     def initialize_from_trained_model_folder(
         self, model_training_output_dir: str, use_folds: tuple | list | str | None, checkpoint_name: str = "checkpoint_final.pth"
     ) -> None:
-        """As nnU-Net's, with clear errors for a missing folder, plans or checkpoint; our trainers are found."""
+        """As nnU-Net's (torch.compile aside), with clear errors for a missing folder, plans or checkpoint, and
+        without importing nnU-Net's whole trainer tree for nnunet-cdl's trainers."""
         folder = Path(model_training_output_dir)
         for name in ("dataset.json", "plans.json"):
             if not (folder / name).is_file():
@@ -75,8 +76,8 @@ class nnUNetCdlPredictor(nnUNetPredictor):
         missing = [str(c) for c in checkpoints if not c.is_file()]
         if missing:
             raise CdlError(f"checkpoint not found: {', '.join(missing)} (choose folds with -f, the file with -chk)")
-        ensure_nnunet_env()
-        super().initialize_from_trained_model_folder(str(folder), folds, checkpoint_name)
+        for name, value in load_model_folder(folder, checkpoints).items():
+            setattr(self, name, value)
         self.checkpoints = checkpoints
         self._backends = None
 

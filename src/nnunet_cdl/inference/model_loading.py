@@ -1,0 +1,84 @@
+"""Loading a trained model folder as nnU-Net does, with a fast trainer lookup.
+
+nnU-Net's `recursive_find_trainer_class_by_name` imports its whole trainer tree (~3.4 s per process) before
+it looks at `nnUNet_extTrainer`. The stock trainer and nnunet-cdl's trainers (the re-export file nnU-Net's
+lookup would find) are resolved directly; any other name falls back to nnU-Net's search.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.io import read_json
+from nnunet_cdl.nnunet_env import ensure_nnunet_env, ext_trainer_dir
+
+
+@lru_cache(maxsize=1)
+def _our_trainers() -> dict[str, type]:
+    classes: dict[str, type] = {}
+    for path in sorted(ext_trainer_dir().glob("*.py")):
+        spec = importlib.util.spec_from_file_location(f"_nnunet_cdl_lookup_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        classes.update({name: obj for name, obj in vars(module).items() if inspect.isclass(obj)})
+    return classes
+
+
+def find_trainer_class(name: str) -> type:
+    """The trainer class called `name`: nnU-Net's base trainer, one of ours, or nnU-Net's search."""
+    if name == "nnUNetTrainer":
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+        return nnUNetTrainer
+    ours = _our_trainers()
+    if name in ours:
+        return ours[name]
+    ensure_nnunet_env()
+    found = recursive_find_trainer_class_by_name(name)
+    if found is None:
+        raise CdlError(f"trainer class {name!r} not found (in nnU-Net, nnunet-cdl or nnUNet_extTrainer)")
+    return found
+
+
+def load_model_folder(folder: Path, checkpoints: list[Path]) -> dict:
+    """Everything `nnUNetPredictor.initialize_from_trained_model_folder` sets, as a dict of its attribute names."""
+    dataset_json = read_json(folder / "dataset.json")
+    plans_manager = PlansManager(read_json(folder / "plans.json"))
+    parameters = []
+    for index, path in enumerate(checkpoints):
+        checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=False)
+        if index == 0:
+            trainer_name = checkpoint["trainer_name"]
+            configuration_name = checkpoint["init_args"]["configuration"]
+            mirroring = checkpoint.get("inference_allowed_mirroring_axes")
+        parameters.append(checkpoint["network_weights"])
+    configuration_manager = plans_manager.get_configuration(configuration_name)
+    channels = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    label_manager = plans_manager.get_label_manager(dataset_json)
+    trainer_class = find_trainer_class(trainer_name)
+    if "plans_manager" in inspect.signature(trainer_class.build_network_architecture).parameters:
+        network = trainer_class.build_network_architecture(
+            plans_manager, configuration_manager, channels, label_manager.num_segmentation_heads,
+            enable_deep_supervision=False,
+        )
+    else:
+        network = trainer_class.build_network_architecture(
+            configuration_manager.network_arch_class_name, configuration_manager.network_arch_init_kwargs,
+            configuration_manager.network_arch_init_kwargs_req_import, channels,
+            label_manager.num_segmentation_heads, enable_deep_supervision=False,
+        )
+    network.load_state_dict(parameters[0])
+    return {
+        "plans_manager": plans_manager, "configuration_manager": configuration_manager,
+        "list_of_parameters": parameters, "network": network, "dataset_json": dataset_json,
+        "trainer_name": trainer_name, "allowed_mirroring_axes": mirroring, "label_manager": label_manager,
+    }
