@@ -37,6 +37,9 @@ def test_manifest_groups_separated_by_true_dice(small_dataset: Path) -> None:
     assert all(manifest["groups"][g] for g in ("easy", "hard", "broken"))
     dice = {g: [] for g in ("easy", "hard", "broken")}
     for case_id, entry in manifest["cases"].items():
+        assert entry["scan"]["phase"] in ("non_contrast", "arterial", "portal_venous", "delayed")
+        direction = entry["direction"]
+        assert [d < 0 for d in direction[::4]] == entry["scan"]["flipped_axes_xyz"]
         if entry["split"] != "train":
             assert entry["group"] is None and "sources" not in entry
             continue

@@ -18,7 +18,7 @@ from nnunet_cdl.synth.corruption import (
     swap_labels,
 )
 from nnunet_cdl.synth.dataset import generate_dataset
-from nnunet_cdl.synth.phantom import synth_case
+from nnunet_cdl.synth.phantom import synth_case, synth_case_with_info
 
 __all__ = [
     "CORRUPTIONS",
@@ -34,4 +34,5 @@ __all__ = [
     "stray_values",
     "swap_labels",
     "synth_case",
+    "synth_case_with_info",
 ]

@@ -20,7 +20,7 @@ from nnunet_cdl.io import NIFTI_ENDING, atomic_directory, write_json, write_volu
 from nnunet_cdl.labels import ORGAN_IDS, nnunet_labels_dict
 from nnunet_cdl.parallel import parallel_map
 from nnunet_cdl.synth.labelers import simulate_source
-from nnunet_cdl.synth.phantom import synth_case
+from nnunet_cdl.synth.phantom import synth_case_with_info
 from nnunet_cdl.synth.presets import preset_config, synth_config
 
 GROUPS: tuple[str, ...] = ("easy", "hard", "broken")
@@ -66,7 +66,7 @@ def _make_case(job: _Job) -> dict[str, Any]:
     """Generate, corrupt and write one case; returns its manifest entry."""
     root = Path(job.root)
     phantom_seed = case_seed(job.seed, job.index)
-    image, label, geometry = synth_case(job.preset, phantom_seed)
+    image, label, geometry, scan = synth_case_with_info(job.preset, phantom_seed)
     images, labels = ("imagesTr", "labelsTr") if job.split == "train" else ("imagesTs", "labelsTs")
     write_volume(root / images / f"{job.case_id}_0000{NIFTI_ENDING}", image, geometry)
     write_volume(root / labels / f"{job.case_id}{NIFTI_ENDING}", label, geometry)
@@ -79,6 +79,7 @@ def _make_case(job: _Job) -> dict[str, Any]:
         "origin": list(geometry.origin),
         "direction": list(geometry.direction),
         "organs": [int(i) for i in ORGAN_IDS if np.any(label == i)],
+        "scan": scan,
     }
     if job.split == "train":
         sources: dict[str, Any] = {}

@@ -7,6 +7,7 @@ from coarse implicit fields (so a 512x512x300 scan takes seconds), adds noise an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,9 +119,9 @@ def _tighten(
     return new_box, phi[tuple(sub)]  # type: ignore[return-value]
 
 
-def _hu_table(rng: np.random.Generator) -> np.ndarray:
+def _hu_table(rng: np.random.Generator) -> tuple[np.ndarray, str, float]:
     """Mean HU per tissue-map value (256 entries; 255 is stomach gas) for a random contrast phase, per-case
-    contrast strength and organ jitter."""
+    contrast strength and organ jitter; also returns the phase and the strength."""
     cfg = synth_config()
     phase = str(rng.choice(cfg["phases"]))
     scale = float(rng.uniform(*cfg["contrast_scale"]))
@@ -137,7 +138,7 @@ def _hu_table(rng: np.random.Generator) -> np.ndarray:
         table[label] = hu["non_contrast"] + scale * (hu[phase] - hu["non_contrast"]) + rng.normal(0, jitter)
     table[0] = cfg["tissue_hu"]["air"]
     table[255] = cfg["tissue_hu"]["gas"]
-    return table
+    return table, phase, scale
 
 
 def _paint_body(canvas: _Canvas, anatomy: Anatomy, rng: np.random.Generator) -> None:
@@ -221,6 +222,15 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
 
     Deterministic for (`preset`, `seed`, `num_slices`); `num_slices` fixes the slice count (flare: 24..1000).
     """
+    image, label, geometry, _ = synth_case_with_info(preset, seed, num_slices)
+    return image, label, geometry
+
+
+def synth_case_with_info(
+    preset: str, seed: int, num_slices: int | None = None
+) -> tuple[np.ndarray, np.ndarray, Geometry, dict[str, Any]]:
+    """`synth_case` plus a description of the scan: contrast phase and strength, noise (HU), flipped ITK axes,
+    table, body half width and depth (mm)."""
     rng = np.random.default_rng(seed)
     layout = sample_layout(preset, rng, num_slices)
     anatomy = build_anatomy(rng, layout)
@@ -238,7 +248,7 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
     cavity = anatomy.torso.phi(grid.coords(full)) + np.float32(anatomy.fat_mm + anatomy.muscle_mm)
     canvas = _Canvas(grid, np.zeros(layout.shape, dtype=np.uint8), cavity, displacement, surface)  # type: ignore[arg-type]
     _paint_body(canvas, anatomy, rng)
-    table = _hu_table(rng)
+    table, phase, strength = _hu_table(rng)
     tissue = canvas.tissue
     image = np.empty(layout.shape, dtype=np.int16)
     for start in range(0, layout.shape[0], CHUNK):
@@ -254,7 +264,16 @@ def synth_case(preset: str, seed: int, num_slices: int | None = None) -> tuple[n
     if flip_axes:
         image = np.ascontiguousarray(np.flip(image, flip_axes))
         label = np.ascontiguousarray(np.flip(label, flip_axes))
-    return image, label, _geometry(layout, rng)
+    info = {
+        "phase": phase,
+        "contrast_strength": round(strength, 3),
+        "noise_hu": round(layout.noise_hu, 2),
+        "flipped_axes_xyz": list(layout.flips),
+        "table": layout.table,
+        "body_half_width_mm": round(anatomy.torso.half_width, 1),
+        "body_half_depth_mm": round(anatomy.torso.half_depth, 1),
+    }
+    return image, label, _geometry(layout, rng), info
 
 
 def layout_for(preset: str, seed: int, num_slices: int | None = None) -> ScanLayout:
