@@ -16,7 +16,7 @@ from nnunet_cdl.labels import ORGANS
 from nnunet_cdl.synth.anatomy import ROUGHNESS, Anatomy, build_anatomy
 from nnunet_cdl.synth.fields import CoarseGrid, smooth_noise, upsample
 from nnunet_cdl.synth.presets import ScanLayout, preset_config, sample_layout, synth_config
-from nnunet_cdl.synth.shapes import Shape
+from nnunet_cdl.synth.shapes import Ellipsoid, Shape
 
 TISSUE_IDS: dict[str, int] = {
     name: 16 + i
@@ -32,6 +32,8 @@ TILE = 16
 """Coarse points per tile side when painting large shapes."""
 CHUNK = 32
 """Slices per block when computing intensities (bounds the float32 working memory)."""
+LESION = 240
+"""Tissue-map value of a lesion is LESION + its organ's label."""
 NOISE_KEPT = 0.375
 """Standard deviation left of white noise after `_blur_in_plane` (3/8), to reach the preset's noise level."""
 
@@ -137,6 +139,8 @@ def _hu_table(rng: np.random.Generator) -> tuple[np.ndarray, str, float]:
         hu = cfg["organ_hu"][name]
         table[label] = hu["non_contrast"] + scale * (hu[phase] - hu["non_contrast"]) + rng.normal(0, jitter)
     table[0] = cfg["tissue_hu"]["air"]
+    for organ in cfg["lesions"]["organs"]:
+        table[LESION + organ] = rng.uniform(*cfg["lesions"]["hu"])
     table[255] = cfg["tissue_hu"]["gas"]
     return table, phase, scale
 
@@ -170,8 +174,24 @@ def _paint_body(canvas: _Canvas, anatomy: Anatomy, rng: np.random.Generator) -> 
         )
         if label == STOMACH and painted is not None:
             _stomach_gas(canvas, painted, anatomy.stomach_gas)
+    _paint_lesions(canvas, rng)
     for name, shape, inset in anatomy.bones:
         canvas.paint(TISSUE_IDS[name], shape, inset)
+
+
+def _paint_lesions(canvas: _Canvas, rng: np.random.Generator) -> None:
+    """Hypodense lesions (cysts, tumours) inside liver, spleen and kidneys: tissue value LESION + organ, labelled
+    as their organ like FLARE's organ masks, with their own HU."""
+    cfg = synth_config()["lesions"]
+    grid = canvas.grid
+    for organ in cfg["organs"]:
+        count = int(rng.integers(1, cfg["max_count"] + 1)) if rng.random() < cfg["probability"] else 0
+        voxels = np.flatnonzero(canvas.tissue.reshape(-1) == organ) if count else np.empty(0, dtype=np.intp)
+        for _ in range(count if voxels.size else 0):
+            zyx = np.unravel_index(voxels[int(rng.integers(voxels.size))], canvas.tissue.shape)
+            center = tuple(grid.corner_mm[a] + zyx[2 - a] * grid.spacing_zyx[2 - a] for a in range(3))
+            semi = tuple(float(r) for r in rng.uniform(*cfg["radius_mm"]) * rng.uniform(0.7, 1.0, 3))
+            canvas.paint(LESION + organ, Ellipsoid(center, semi), only=organ)  # type: ignore[arg-type]
 
 
 def _stomach_gas(canvas: _Canvas, painted: tuple[tuple[slice, slice, slice], np.ndarray], fraction: float) -> None:
@@ -258,6 +278,8 @@ def synth_case_with_info(
         values += table[tissue[chunk]]
         image[chunk] = np.maximum(np.rint(_blur_in_plane(values)), -1024)
     tissue[tissue == 255] = STOMACH
+    lesion = (tissue > LESION) & (tissue <= LESION + 13)
+    tissue[lesion] -= LESION
     tissue[tissue > 13] = 0
     label = tissue
     flip_axes = tuple(2 - axis for axis in range(3) if layout.flips[axis])
