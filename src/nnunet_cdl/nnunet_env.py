@@ -95,7 +95,7 @@ def missing_env_message(trainer_name: str) -> str:
 
 def check_stock_environment(trainer_name: str, environ: MutableMapping[str, str] | None = None) -> None:
     """`CdlError` when a stock nnU-Net command in `environ` would not find our trainer `trainer_name`."""
-    if trainer_name in our_trainer_names() and not is_configured(environ):
+    if not is_configured(environ) and trainer_name in our_trainer_names():
         raise CdlError(missing_env_message(trainer_name))
 
 
