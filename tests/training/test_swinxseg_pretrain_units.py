@@ -146,3 +146,18 @@ def test_pretrained_file_loads_every_encoder_tensor_with_stock_nnunet(tmp_path: 
     decoder = [k for k in state if k.startswith("decoder.") and ".seg_layers." not in f".{k}"]
     assert all(torch.equal(state[k], saved[k]) for k in decoder)
     assert state["decoder.seg_layers.weight"].shape[0] == 5
+
+
+def test_pretrain_command_reports_missing_plans_in_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "pre" / "Dataset777_X").mkdir(parents=True)
+    env = dict(os.environ, nnUNet_raw=str(tmp_path / "raw"), nnUNet_preprocessed=str(tmp_path / "pre"),
+               nnUNet_results=str(tmp_path / "res"))
+    done = subprocess.run([sys.executable, "-m", "nnunet_cdl.cli", "swinxseg-pretrain", "-d", "777", "-o",
+                           str(tmp_path / "w.pth")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "nnUNetPlansSwinXSeg" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w.pth").exists()
