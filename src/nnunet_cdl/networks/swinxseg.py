@@ -3,8 +3,8 @@
 The encoder is MONAI's `SwinTransformer` (patch 2, embedding 48, depths 2-2-2-2, heads 3-6-12-24, window 4^3 as
 in SMIT's small configuration). It yields feature maps at strides 2, 4, 8, 16 and 32 with 48, 96, 192, 384 and
 768 channels. Unlike Swin UNETR, every skip path is first reduced with a 1x1x1 convolution (768 -> 384 at the
-bottleneck, the other levels keep their width) and the bottleneck is a single 3x3x3 convolution, which brings the network from Swin UNETR's 62 M parameters to
-about 31 M. The decoder is UNETR's: transposed-convolution up-sampling, concatenation with the reduced skip,
+bottleneck, the other levels keep their width) and the bottleneck is a single 3x3x3 convolution, which brings
+the network from Swin UNETR's 62 M parameters to about 31 M. The decoder is UNETR's: transposed-convolution up-sampling, concatenation with the reduced skip,
 residual 3x3x3 block; a full-resolution residual block on the image itself feeds the last level.
 
 Inputs are (B, C, Z, Y, X) tensors whose spatial sizes are multiples of 32; outputs are (B, K, Z, Y, X) logits.

@@ -197,7 +197,8 @@ class SwinXSegPlanner(ExperimentPlanner):
         plans = {
             "dataset_name": self.dataset_name,
             "plans_name": self.plans_identifier,
-            "original_median_spacing_after_transp": [float(v) for v in np.median(self.dataset_fingerprint["spacings"], 0)],
+            "original_median_spacing_after_transp": [float(v) for v in
+                                                     np.median(self.dataset_fingerprint["spacings"], 0)],
             "original_median_shape_after_transp": [int(round(v)) for v in
                                                    np.median(self.dataset_fingerprint["shapes_after_crop"], 0)],
             "image_reader_writer": self.determine_reader_writer().__name__,

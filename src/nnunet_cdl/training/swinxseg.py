@@ -114,13 +114,14 @@ class nnUNetTrainerSwinXSeg(nnUNetTrainer):
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, WarmupCosineLRScheduler(optimizer, self.initial_lr, self.num_epochs, self.warmup_epochs)
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(
+            self) -> tuple[None, bool, tuple[int, ...], tuple[int, ...]]:
         """No rotation or scaling: the loader cuts patches of the final size; flips on all axes in training."""
         self.inference_allowed_mirroring_axes = None
         return None, False, tuple(self.configuration_manager.patch_size), FLIP_AXES
 
     @staticmethod
-    def get_training_transforms(patch_size: np.ndarray | tuple[int, ...], rotation_for_DA,
+    def get_training_transforms(patch_size: np.ndarray | tuple[int, ...], rotation_for_DA: object,
                                 deep_supervision_scales: list | tuple | None, mirror_axes: tuple[int, ...] | None,
                                 do_dummy_2d_data_aug: bool, use_mask_for_norm: list[bool] | None = None,
                                 is_cascaded: bool = False, foreground_labels: tuple[int, ...] | list[int] | None = None,
