@@ -65,8 +65,9 @@ def _run(command: list[str], env: dict[str, str], timeout: int = 600) -> None:
 def trained_light_unet(small_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedLightUNet:
     """`nnunet-cdl plan` (LightUNetPlanner) + stock `nnUNetv2_train ... -tr nnUNetTrainerLightUNet_1epoch -device cpu`.
 
-    Fold 0 of `small_dataset` (copied); the preset keeps the paper's patch 32x128x192 but plans at 4 x 2.4 x 2.4 mm
-    (z, y, x) so that validation and prediction take seconds. About 2 minutes on 2 cores. Read-only for users.
+    Fold 0 (5 training cases, 1 validation case) of `small_dataset` (copied); 1 epoch of 2 training and 1 validation
+    iterations (environment override). The preset keeps the paper's patch 32x128x192 but plans at 4 x 2.4 x 2.4 mm
+    (z, y, x) so that validation and prediction take seconds. About 2-3 minutes on 2 idle cores. Read-only for users.
     """
     root = tmp_path_factory.mktemp("light_unet")
     raw, preprocessed, results = root / "nnUNet_raw", root / "nnUNet_preprocessed", root / "nnUNet_results"
@@ -82,8 +83,13 @@ def trained_light_unet(small_dataset: Path, tmp_path_factory: pytest.TempPathFac
     trainer, plans, configuration, fold = "nnUNetTrainerLightUNet_1epoch", "nnUNetPlansLightUNet", "3d_fullres", 0
     _run([sys.executable, "-m", "nnunet_cdl.cli", "plan", "-d", str(dataset_id), "-c", configuration, "-np", "1",
           "-npfp", "1", "--preset", str(preset), "--no_pbar"], env)
+    images = sorted((raw / small_dataset.name / "imagesTr").glob("*_0000.nii.gz"))
+    cases = [image.name[: -len("_0000.nii.gz")] for image in images]
+    splits = [{"train": cases[:-1], "val": cases[-1:]}]  # one validation case keeps the final validation short
+    (preprocessed / small_dataset.name / "splits_final.json").write_text(json.dumps(splits))
+    train_env = {**env, "nnUNet_cdl_num_iterations_per_epoch": "2", "nnUNet_cdl_num_val_iterations_per_epoch": "1"}
     _run([str(Path(sys.executable).with_name("nnUNetv2_train")), str(dataset_id), configuration, str(fold),
-          "-tr", trainer, "-p", plans, "-device", "cpu"], env)
+          "-tr", trainer, "-p", plans, "-device", "cpu"], train_env)
     model_folder = results / small_dataset.name / f"{trainer}__{plans}__{configuration}"
     return TrainedLightUNet(dataset_id, small_dataset.name, raw, preprocessed, results, model_folder, trainer, plans,
                             configuration, fold, env)

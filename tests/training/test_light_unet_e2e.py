@@ -27,7 +27,10 @@ def test_training_wrote_a_final_checkpoint_without_mirroring(trained_light_unet)
     config = plans["configurations"]["3d_fullres"]
     assert plans["plans_name"] == "nnUNetPlansLightUNet" and config["patch_size"] == [32, 128, 192]
     assert config["spacing"] == [4.0, 2.4, 2.4]
-    assert (fold / "validation" / "summary.json").is_file()
+    summary = json.loads((fold / "validation" / "summary.json").read_text())
+    assert len(summary["metric_per_case"]) == 1  # splits_final.json written by the fixture
+    log = next(fold.glob("training_log_*.txt")).read_text()
+    assert "schedule overridden by environment" in log and "1 epochs x 2 iterations (validation 1)" in log
 
 
 def test_stock_predict_keeps_the_input_geometry(trained_light_unet, tmp_path: Path) -> None:
