@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -67,8 +68,18 @@ def stage_times(root: Path) -> dict[str, float]:
             "pairwise_dice_3_pairs_s": round(t2 - t1, 2), "write_refined_label_s": round(t3 - t2, 2)}
 
 
-def run_measured(command: list[str]) -> tuple[int, float, float, str]:
-    """Run `command`; (exit code, wall s, peak summed RSS of it and its descendants in MiB, stderr)."""
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(command: list[str]) -> tuple[int, float, float, float, str]:
+    """Run `command`; (exit code, wall s, CPU s, peak summed RSS of it and its descendants in MiB, stderr).
+
+    CPU seconds (user + system of the command and every process it waited for) do not grow when other jobs
+    share the machine; wall seconds do.
+    """
+    cpu_before = children_cpu_s()
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(process.pid)
@@ -80,7 +91,8 @@ def run_measured(command: list[str]) -> tuple[int, float, float, str]:
             pass
         time.sleep(0.05)
     wall = time.perf_counter() - start
-    return process.returncode, wall, peak / 2**20, process.stderr.read() if process.stderr else ""
+    stderr = process.stderr.read() if process.stderr else ""
+    return process.returncode, wall, children_cpu_s() - cpu_before, peak / 2**20, stderr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,14 +109,17 @@ def main(argv: list[str] | None = None) -> int:
     command = [sys.executable, "-m", "nnunet_cdl.cli", "consensus", "--images", str(images), "--labels",
                *(str(args.work / "pseudo" / f"source_{s + 1}") for s in range(3)), "--out", str(out),
                "--dataset-id", "991", "--num-processes", str(args.num_processes), "--overwrite"]
-    code, wall, peak_mib, stderr = run_measured(command)
+    load_before = os.getloadavg()[0]
+    code, wall, cpu, peak_mib, stderr = run_measured(command)
     if code not in (0, 1):
         print(stderr, file=sys.stderr)
         return code
     report = {
         "cases": args.cases, "shape_zyx": [args.slices, 512, 512], "candidates": 3,
         "num_processes": args.num_processes, "wall_s": round(wall, 1),
-        "cases_per_minute": round(60.0 * args.cases / wall, 2),
+        "cases_per_minute": round(60.0 * args.cases / wall, 2), "cpu_s": round(cpu, 1),
+        "cases_per_cpu_minute": round(60.0 * args.cases / cpu, 2),
+        "load_average_1min_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "peak_rss_mib_all_processes": round(peak_mib, 1),
         "one_case_stages": stage_times(args.work),
     }
