@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
     p.add_argument("--arms", default="abcd", help="which arms to run")
+    p.add_argument("--reuse-preprocessed", action="store_true",
+                   help="keep the preprocessed datasets of an earlier run in --work (same preset flags)")
     args = p.parse_args(argv)
     work = args.work.resolve()
     for name in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
@@ -167,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     if code not in (0, 1):
         return code
     tiers = read_json(raw / "Dataset872_AblationConsensus" / "curriculum.json")["tiers"]
-    for dataset_id in (871, 872):
-        plan_and_preprocess(dataset_id, work / "preset.json")
+    for dataset_id, name in ((871, "Dataset871_AblationRandom"), (872, "Dataset872_AblationConsensus")):
+        if not (args.reuse_preprocessed and (work / "nnUNet_preprocessed" / name / f"{PLANS}.json").is_file()):
+            plan_and_preprocess(dataset_id, work / "preset.json")
     arms = {"a": ("Dataset871_AblationRandom", AblationRandomSource),
             "b": ("Dataset872_AblationConsensus", AblationMixed),
             "c": ("Dataset872_AblationConsensus", AblationEasyOnly),
