@@ -4,7 +4,8 @@ For each model (a label and a trained nnU-Net model folder) and each phantom (fl
 slices by default), runs in separate processes:
   stock: `nnunet-cdl predict --tiling full` = nnUNetPredictor, step 0.5, mirroring as the trainer allows;
   ours:  `nnunet-cdl predict` with the preset's settings (`--repeats` times, median reported);
-and records per case: wall time of the command, peak RSS of its process tree, per-stage seconds and windows (from
+and records per case: wall time of the command, peak RSS of its process tree (sampled sum, which counts pages
+shared after a fork twice) and of its largest process (kernel maximum), per-stage seconds and windows (from
 our JSON record), and organ Dice between the two outputs (and against the phantom's truth).
 
 Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
@@ -118,7 +119,7 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
         shutil.rmtree(out)
     record_dir = out.with_name(out.name + "_record")
     command = [str(BIN / "nnunet-cdl"), "predict", "-i", str(case_dir), "-o", str(out), "-m", str(model),
-               "-f", *args.folds, "-device", "cpu", "--threads", str(args.threads), "--tiling", tiling,
+               "-f", *args.folds, "-chk", args.checkpoint, "-device", "cpu", "--threads", str(args.threads), "--tiling", tiling,
                "--disable_progress_bar", "-npp", "1", "-nps", "1", "--record", str(record_dir), *extra]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     log = out.with_name(out.name + ".log")
@@ -126,17 +127,28 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
     measured = run_measured(" ".join(command), env=env, log=log, timeout=args.timeout)
     if measured.exit_code:
         raise SystemExit(f"{label} {tiling} failed on {case_dir}: see {log}")
-    row = {"wall_s": round(measured.wall_s, 2), "peak_rss_mb": round(measured.peak_rss_mb, 1)}
+    row = {"wall_s": round(measured.wall_s, 2), "peak_rss_mb": round(measured.peak_rss_mb, 1),
+           "max_process_rss_mb": round(measured.max_process_rss_mb, 1)}
     records = sorted(record_dir.glob("*.json")) if tiling == "adaptive" else []
     if records:
         record = json.loads(records[0].read_text())
         row |= {"case_s": record["seconds"]["total"], "seconds": record["seconds"], "windows": record["windows"],
-                "backend": record["backend"], "network_shape": record["network_shape"]}
+                "backend": record["backend"], "network_shape": record["network_shape"],
+                "record_peak_rss_mb": record["peak_rss_mb"]}
     return row
 
 
-def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args) -> list[dict]:
-    rows = []
+def variants(args) -> dict[str, list[str]]:
+    """Extra runs of ours on one case: each backend, and each preset (LABEL=PRESET_JSON)."""
+    runs = {f"backend {b}": ["--backend", b] for b in args.backends}
+    for item in args.variant:
+        name, preset = item.split("=", 1)
+        runs[name] = ["--preset", str(Path(preset).resolve())]
+    return runs
+
+
+def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args, rows: list[dict], save) -> None:
+    """Append one row per case to `rows` (calling `save()` after each result), then the variants."""
     for case, case_dir in cases.items():
         truth, truth_geometry = read_labels(work / "cases" / "truth" / f"{case}.nii.gz")
         slices = truth.shape[0]
@@ -155,13 +167,24 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
             row["mean_dice_vs_stock"] = round(float(np.mean(list(row["dice_vs_stock"].values()) or [1.0])), 4)
             row["stock_dice_vs_truth"] = organ_dice(stock_labels, truth)
             row["speedup"] = round(row["stock"]["wall_s"] / row["ours"]["wall_s"], 1)
-        for backend in args.backends if slices == args.backend_case_slices else []:
-            row.setdefault("backends", {})[backend] = predict(
-                label, model, case_dir, work / "out" / label / f"{case}_{backend}", "adaptive", args,
-                ["--backend", backend])
         print(json.dumps(row), flush=True)
         rows.append(row)
-    return rows
+        save()
+    for row in [r for r in rows if r["model"] == label]:  # after every case, so that a long variant list never delays the main table
+        case = row["case"]
+        if row["shape"][0] != args.variant_case_slices:
+            continue
+        for name, extra in variants(args).items():
+            out = work / "out" / label / f"{case}_{name}"
+            result = predict(label, model, cases[case], out, "adaptive", args, extra)
+            if "stock" in row:
+                variant_labels, _ = read_labels(out / f"{case}.nii.gz")
+                stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
+                dice = organ_dice(variant_labels, stock_labels)
+                result["mean_dice_vs_stock"] = round(float(np.mean(list(dice.values()) or [1.0])), 4)
+            row.setdefault("variants", {})[name] = result
+            print(json.dumps({"case": case, "variant": name, **result}), flush=True)
+            save()
 
 
 def mean(values) -> str:
@@ -172,7 +195,7 @@ def mean(values) -> str:
 def markdown(rows: list[dict], args) -> str:
     lines = [
         f"Threads: {args.threads}. Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`", "",
-        "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB | "
+        "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (tree / process) | "
         "windows run/skipped | speedup | mean Dice vs stock | mean Dice vs truth (stock / ours) | geometry |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -182,7 +205,7 @@ def markdown(rows: list[dict], args) -> str:
         lines.append(
             f"| {r['model']} | {r['case']} {tuple(r['shape'])} | {stock.get('wall_s', 'n/a')} | "
             f"{stock.get('peak_rss_mb', 'n/a')} | {r['ours']['wall_s']} | {r['ours'].get('case_s', 'n/a')} | "
-            f"{r['ours']['peak_rss_mb']} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
+            f"{r['ours']['peak_rss_mb']} / {r['ours'].get('max_process_rss_mb', 'n/a')} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
             f"{r.get('speedup', 'n/a')} | {r.get('mean_dice_vs_stock', 'n/a')} | "
             f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "
             f"{'ok' if r['geometry_ok'] else 'MISMATCH'} |"
@@ -197,14 +220,17 @@ def markdown(rows: list[dict], args) -> str:
             overhead = round(r["ours"]["wall_s"] - s["total"], 2)
             lines.append(f"| {r['model']} | {r['case']} | {s['reading']} | {s['preprocessing']} | {s['network']} | "
                          f"{s['exporting']} | {s['writing']} | {overhead} |")
-    backend_rows = [r for r in rows if "backends" in r]
-    if backend_rows:
-        lines += ["", "Backends (ours, one run each):", "", "| model | case | backend | wall s | network s |",
-                  "|---|---|---|---|---|"]
-        for r in backend_rows:
-            for name, b in r["backends"].items():
-                lines.append(f"| {r['model']} | {r['case']} | {name} | {b['wall_s']} | "
-                             f"{b.get('seconds', {}).get('network', 'n/a')} |")
+    variant_rows = [r for r in rows if "variants" in r]
+    if variant_rows:
+        lines += ["", "Variants of ours (one run each):", "",
+                  "| model | case | variant | wall s | network s | windows run/skipped | mean Dice vs stock |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in variant_rows:
+            for name, v in r["variants"].items():
+                w = v.get("windows", {})
+                lines.append(f"| {r['model']} | {r['case']} | {name} | {v['wall_s']} | "
+                             f"{v.get('seconds', {}).get('network', 'n/a')} | {w.get('run', '?')}/"
+                             f"{w.get('skipped', '?')} | {v.get('mean_dice_vs_stock', 'n/a')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -213,13 +239,16 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("bench_work/predict"))
     parser.add_argument("--model", action="append", default=[], help="LABEL=MODEL_FOLDER (repeatable)")
     parser.add_argument("--folds", nargs="+", default=["0"])
+    parser.add_argument("--checkpoint", default="checkpoint_final.pth", help="-chk of every prediction")
     parser.add_argument("--slices", nargs="+", type=int, default=[24, 300, 1000])
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stock-max-slices", type=int, default=300, help="skip the stock run above this")
     parser.add_argument("--backends", nargs="*", default=[], help="also time these backends on one case")
-    parser.add_argument("--backend-case-slices", type=int, default=300)
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL=PRESET_JSON: also run ours with this inference preset on one case (repeatable)")
+    parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--train-cases", type=int, default=8)
     parser.add_argument("--train-epochs", type=int, default=30)
@@ -232,11 +261,14 @@ def main() -> int:
     if not models:
         models = {"light-unet": str(train_light_unet(work, args))}
     cases = make_cases(work / "cases", args.slices, args.seed)
-    rows = []
+    rows: list[dict] = []
+
+    def save() -> None:
+        write_json(work / "bench_predict.json", {"threads": args.threads, "models": models, "rows": rows})
+        (work / "bench_predict.md").write_text(markdown(rows, args))
+
     for label, folder in models.items():
-        rows += bench_model(label, Path(folder).resolve(), cases, work, args)
-    write_json(work / "bench_predict.json", {"threads": args.threads, "models": models, "rows": rows})
-    (work / "bench_predict.md").write_text(markdown(rows, args))
+        bench_model(label, Path(folder).resolve(), cases, work, args, rows, save)
     print((work / "bench_predict.md").read_text())
     return 0
 
