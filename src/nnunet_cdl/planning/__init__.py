@@ -18,6 +18,12 @@ PLANNERS: dict[str, str] = {
 }
 """Planner class name -> dotted path of the class."""
 
+PLANNER_TRAINERS: dict[str, str] = {
+    "LightUNetPlanner": "nnUNetTrainerLightUNet",
+    "SwinXSegPlanner": "nnUNetTrainerSwinXSeg",
+}
+"""Planner class name -> the trainer its plans are meant for (shown in `nnunet-cdl plan`'s next steps)."""
+
 DEFAULT_PLANNER = "LightUNetPlanner"
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.planning import DEFAULT_PLANNER, PLANNERS
+from nnunet_cdl.io import read_json
+from nnunet_cdl.planning import DEFAULT_PLANNER, PLANNER_TRAINERS, PLANNERS
 from nnunet_cdl.planning.dataset_check import check_raw_dataset, require_nnunet_paths
 
 STOCK_NUM_PROCESSES = {"2d": 8, "3d_fullres": 4, "3d_lowres": 8}
@@ -97,21 +98,21 @@ def check_nnunet_class(name: str, subpackage: str, flag: str) -> None:
 def planner_factory(planner_name: str, preset: Path | None) -> Callable[..., Any]:
     """The planner class, bound to `preset` when given (a `CdlError` if the planner takes no preset)."""
     from nnunet_cdl.planning import resolve_planner
-    from nnunet_cdl.planning.preset import load_preset
 
     planner = resolve_planner(planner_name)
     if preset is None:
         return planner
     if "preset" not in inspect.signature(planner.__init__).parameters:
         raise CdlError(f"--preset: planner {planner_name} takes no preset (use one of {', '.join(PLANNERS)})")
-    return functools.partial(planner, preset=load_preset(preset))
+    read_json(preset)
+    return functools.partial(planner, preset=preset)
 
 
-def next_steps(dataset_ids: list[int], plans_name: str) -> str:
+def next_steps(dataset_ids: list[int], planner_name: str, plans_name: str) -> str:
     """What to run after planning, including the environment set-up when it is missing."""
     from nnunet_cdl.nnunet_env import FIX, is_configured
 
-    trainer = "nnUNetTrainerLightUNet" if plans_name.endswith("LightUNet") else "nnUNetTrainer"
+    trainer = PLANNER_TRAINERS.get(planner_name, "nnUNetTrainer")
     lines = ["Next:"]
     if not is_configured():
         lines.append(f"  {FIX}")
@@ -150,5 +151,5 @@ def main(argv: list[str], prog: str) -> int:
     if not args.no_pp:
         print("Preprocessing...")
         preprocess(args.d, plans_name, args.c, processes, args.verbose, show_progress_bar=not args.no_pbar)
-    print(next_steps(args.d, plans_name))
+    print(next_steps(args.d, args.pl, plans_name))
     return 0
