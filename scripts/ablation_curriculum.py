@@ -97,12 +97,12 @@ def plan_and_preprocess(dataset_id: int, preset_file: Path) -> None:
     preprocess([dataset_id], PLANS, ["3d_fullres"], [1], show_progress_bar=False)
 
 
-def train(dataset_name: str, cls: type, epochs: int, iterations: int):
+def train(dataset_name: str, cls: type, epochs: int, iterations: int, device: str):
     import torch
 
     folder = Path(os.environ["nnUNet_preprocessed"]) / dataset_name
     plans = {**read_json(folder / f"{PLANS}.json"), "continue_training": False}
-    trainer = cls(plans, "3d_fullres", "all", read_json(folder / "dataset.json"), device=torch.device("cpu"))
+    trainer = cls(plans, "3d_fullres", "all", read_json(folder / "dataset.json"), device=torch.device(device))
     trainer.num_epochs = epochs
     trainer.num_iterations_per_epoch = iterations
     trainer.num_val_iterations_per_epoch = 1
@@ -110,12 +110,12 @@ def train(dataset_name: str, cls: type, epochs: int, iterations: int):
     return trainer
 
 
-def predict_and_score(trainer, images: Path, labels: Path, out: Path) -> list[float]:
+def predict_and_score(trainer, images: Path, labels: Path, out: Path, device: str) -> list[float]:
     """Predict every test image with the trained network; multi-organ Dice per case vs the clean labels."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device("cpu"), verbose=False,
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=False, device=torch.device(device), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     trainer.set_deep_supervision_enabled(False)
     predictor.manual_initialization(trainer.network, trainer.plans_manager, trainer.configuration_manager,
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
     p.add_argument("--arms", default="abcd", help="which arms to run")
+    p.add_argument("--device", default="cpu", help="torch device for training and prediction (cpu, cuda)")
     p.add_argument("--reuse-preprocessed", action="store_true",
                    help="keep the preprocessed datasets of an earlier run in --work (same preset flags)")
     args = p.parse_args(argv)
@@ -180,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms:
         dataset_name, cls = arms[arm]
         start = time.perf_counter()
-        trainer = train(dataset_name, cls, args.epochs, args.iterations)
-        scores = predict_and_score(trainer, source / "imagesTs", source / "labelsTs", work / "predictions" / arm)
+        trainer = train(dataset_name, cls, args.epochs, args.iterations, args.device)
+        scores = predict_and_score(trainer, source / "imagesTs", source / "labelsTs", work / "predictions" / arm,
+                                   args.device)
         results["arms"][arm] = {"trainer": cls.__name__, "test_dice_mean": round(float(np.mean(scores)), 4),
                                 "test_dice_sd": round(float(np.std(scores)), 4),
                                 "test_dice_per_case": [round(s, 4) for s in scores],
