@@ -5,8 +5,7 @@
 Every arm trains the light U-Net for the same epochs x iterations x batch (fold "all"), then predicts the
 generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map).
 
-The phantom generator's difficulty bands (easy >= 0.86, hard 0.55-0.82, broken <= 0.45 true Dice) sit below
-FLARE's, so the tiers use --easy-threshold/--hard-threshold suited to them (default 0.85 / 0.35). For CPU the
+Tiers use configs/consensus.json's thresholds unless --easy-threshold/--hard-threshold are given. For CPU the
 planner preset is shrunk (--patch, --spacing, --features); the run is small and says so.
 
     nice -n 10 python scripts/ablation_curriculum.py --work ablation_work --cases 16 --test-cases 4 --epochs 15
@@ -141,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--iterations", type=int, default=6, help="training iterations per epoch")
-    p.add_argument("--easy-threshold", type=float, default=0.85)
-    p.add_argument("--hard-threshold", type=float, default=0.35)
+    p.add_argument("--easy-threshold", type=float, default=None, help="[default: configs/consensus.json]")
+    p.add_argument("--hard-threshold", type=float, default=None, help="[default: configs/consensus.json]")
     p.add_argument("--patch", type=int, nargs=3, default=[16, 48, 48])
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
@@ -165,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     random_source_dataset(raw, source, 871, args.seed)
     code = cli_main(["consensus", "--images", str(source / "imagesTr"), "--labels",
                      *map(str, sorted((source / "pseudolabels").iterdir())), "--out", str(raw), "--dataset-id", "872",
-                     "--dataset-name", "AblationConsensus", "--easy-threshold", str(args.easy_threshold),
-                     "--hard-threshold", str(args.hard_threshold), "--overwrite"])
+                     "--dataset-name", "AblationConsensus", "--overwrite",
+                     *(["--easy-threshold", str(args.easy_threshold)] if args.easy_threshold is not None else []),
+                     *(["--hard-threshold", str(args.hard_threshold)] if args.hard_threshold is not None else [])])
     if code not in (0, 1):
         return code
     tiers = read_json(raw / "Dataset872_AblationConsensus" / "curriculum.json")["tiers"]
