@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -124,7 +125,7 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     log = out.with_name(out.name + ".log")
     out.parent.mkdir(parents=True, exist_ok=True)
-    measured = run_measured(" ".join(command), env=env, log=log, timeout=args.timeout)
+    measured = run_measured(shlex.join(command), env=env, log=log, timeout=args.timeout)
     if measured.exit_code:
         raise SystemExit(f"{label} {tiling} failed on {case_dir}: see {log}")
     row = {"wall_s": round(measured.wall_s, 2), "peak_rss_mb": round(measured.peak_rss_mb, 1),
@@ -140,7 +141,7 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
 
 def variants(args) -> dict[str, list[str]]:
     """Extra runs of ours on one case: each backend, and each preset (LABEL=PRESET_JSON)."""
-    runs = {f"backend {b}": ["--backend", b] for b in args.backends}
+    runs = {f"backend-{b}": ["--backend", b] for b in args.backends}
     for item in args.variant:
         name, preset = item.split("=", 1)
         runs[name] = ["--preset", str(Path(preset).resolve())]
