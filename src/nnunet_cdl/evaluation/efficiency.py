@@ -2,8 +2,9 @@
 
 Memory is sampled with psutil every `interval` seconds: the resident set size (RSS) of the command's process
 and all its descendants, summed. Short spikes between samples can be missed, so the kernel's exact maximum RSS
-of any single process of the tree (`wait4` rusage `ru_maxrss`) is recorded too, as `max_process_rss_mb`;
-`peak_rss_mb` is the larger of the two (both are lower bounds of the tree's true peak). FLARE's efficiency
+of any single process of the tree (`wait4` rusage `ru_maxrss`) is recorded too, as `max_process_rss_mb`; Linux
+also counts there the pages the launching process held when it forked the command (before exec), so with a
+large launcher (a test run with torch loaded) it is an upper bound and stays out of `peak_rss_mb`. FLARE's efficiency
 script samples every 0.1 s as well, but the machine's total used RAM and GPU memory; a tree's own RSS is not
 disturbed by other work on the machine.
 """
@@ -132,8 +133,9 @@ def run_measured(
     process.returncode = os.waitstatus_to_exitcode(status)
     kill_tree(process.pid)  # daemons left behind in the command's session
     max_process = usage.ru_maxrss * (1.0 if sys.platform == "darwin" else 1024.0) / MB
-    # Both are lower bounds of the tree's true peak; the kernel's catches what falls between samples.
-    return Measurement(wall, max(peak, max_process), process.returncode, max_process, area, timed_out)
+    # The kernel's maximum also counts the launching process's pages at fork (before exec): it is an upper bound of
+    # the largest process, so it never enters the sampled tree peak.
+    return Measurement(wall, peak, process.returncode, max_process, area, timed_out)
 
 
 def efficiency_row(case: str, shape: Sequence[int], measurement: Measurement) -> dict[str, Any]:
