@@ -87,15 +87,28 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
 
 
 def read_geometry(path: str | os.PathLike[str]) -> tuple[tuple[int, int, int], Geometry]:
-    """Array shape (z, y, x) and geometry of an image, read from its header only."""
+    """Array shape (z, y, x) and geometry of an image, read from its header only.
+
+    A clear `CdlError` names the file when it is missing, unreadable, not 3-D, multi-component, or has a zero or
+    negative spacing.
+    """
     path = Path(path)
+    if not path.is_file():
+        raise CdlError(f"{path}: file not found")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise CdlError(f"{path}: cannot read image header") from exc
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        raise CdlError(f"{path}: cannot read image header ({lines[-1] if lines else 'unreadable'})") from exc
     size = reader.GetSize()
+    if reader.GetDimension() != 3:
+        raise CdlError(f"{path}: expected a 3-D image, got {reader.GetDimension()}-D of size {size}")
+    if reader.GetNumberOfComponents() != 1:
+        raise CdlError(f"{path}: expected one channel per file, got {reader.GetNumberOfComponents()} components")
+    if min(reader.GetSpacing()) <= 0:
+        raise CdlError(f"{path}: spacing {tuple(reader.GetSpacing())} has a zero or negative value")
     geometry = Geometry(tuple(reader.GetSpacing()), tuple(reader.GetOrigin()), tuple(reader.GetDirection()))
     return (size[2], size[1], size[0]), geometry
 
