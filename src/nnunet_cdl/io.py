@@ -180,8 +180,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise CdlError(f"{path}: file not found")
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CdlError(f"{path}: invalid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CdlError(f"{path}: not valid JSON ({exc})") from exc
 
 
 def case_id_from_label_file(path: Path, file_ending: str = NIFTI_ENDING) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnunet_cdl.errors import CdlError
+from nnunet_cdl.io import read_json
 
 DEFAULT_PRESET = "light_unet.json"
 
@@ -105,12 +106,7 @@ def default_preset_path() -> Path:
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CdlError(f"{path}: preset file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CdlError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise CdlError(f"{path}: a preset must be a JSON object of planner values")
     return data

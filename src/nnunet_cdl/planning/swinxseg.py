@@ -32,6 +32,7 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
 from nnunet_cdl.errors import CdlError
+from nnunet_cdl.io import read_json
 from nnunet_cdl.networks.swinxseg import INPUT_MULTIPLE
 
 CONFIGURATION = "3d_fullres"
@@ -49,12 +50,7 @@ def default_config_path() -> Path:
 
 
 def _read_object(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CdlError(f"{path}: Swin-X Seg config file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CdlError(f"{path}: not valid JSON ({exc})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise CdlError(f"{path}: a Swin-X Seg config must be a JSON object")
     return data
