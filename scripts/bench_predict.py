@@ -9,8 +9,8 @@ shared after a fork twice) and of its largest process (kernel maximum), per-stag
 our JSON record), and organ Dice between the two outputs (and against the phantom's truth).
 
 Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
-CPU budget set by --train-epochs / --train-iterations; cached in --work). Add another model (e.g. Swin-X Seg) with
-`--model swin=/path/to/model_folder`.
+CPU budget set by --train-epochs / --train-iterations, bfloat16 autocast where the CPU has it; cached in --work;
+`--train-only` stops after training). Add another model (e.g. Swin-X Seg) with `--model swin=/path/to/model_folder`.
 
     python scripts/bench_predict.py --work bench_work/predict --threads 2
 Writes <work>/bench_predict.json and <work>/bench_predict.md.
@@ -32,6 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_cdl.evaluation.efficiency import run_measured
+from nnunet_cdl.inference.backends import cpu_supports_bf16
 from nnunet_cdl.io import Geometry, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
 from nnunet_cdl.nnunet_env import ensure_nnunet_env
@@ -90,9 +91,10 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
     rng = np.random.default_rng(args.seed)
     for index in range(args.train_cases):
         case = f"train_{index:03d}"
+        slices = int(rng.integers(args.train_slices[0], args.train_slices[1] + 1))
         if (dataset / "labelsTr" / f"{case}.nii.gz").is_file():
             continue
-        image, labels, geometry = synth_case("flare", 5000 + index, num_slices=int(rng.integers(40, 120)))
+        image, labels, geometry = synth_case("flare", 5000 + index, num_slices=slices)
         write_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz", image, geometry)
         write_volume(dataset / "labelsTr" / f"{case}.nii.gz", labels.astype(np.uint8), geometry)
     write_json(dataset / "dataset.json", {
@@ -102,10 +104,11 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
     env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
                nnUNet_n_proc_DA=str(args.train_da_processes), nnUNet_cdl_num_epochs=str(args.train_epochs),
                nnUNet_cdl_num_iterations_per_epoch=str(args.train_iterations),
-               nnUNet_cdl_num_val_iterations_per_epoch="2")
+               nnUNet_cdl_num_val_iterations_per_epoch="2", nnUNet_cdl_cpu_bf16="1" if args.train_bf16 else "0",
+               OMP_NUM_THREADS=str(args.threads))
     ensure_nnunet_env(env)
     print(f"training a light U-Net on {args.train_cases} flare phantoms: {args.train_epochs} epochs x "
-          f"{args.train_iterations} iterations (log in {work})", flush=True)
+          f"{args.train_iterations} iterations, {'bf16' if args.train_bf16 else 'fp32'} (log in {work})", flush=True)
     if not (pre / DATASET / "nnUNetPlansLightUNet_3d_fullres").is_dir():
         run([str(BIN / "nnunet-cdl"), "plan", "-d", str(DATASET_ID), "-pl", "LightUNetPlanner", "-c", "3d_fullres",
              "-np", "1"], env, work / "plan.log")
@@ -251,16 +254,25 @@ def main() -> int:
                         help="LABEL=PRESET_JSON: also run ours with this inference preset on one case (repeatable)")
     parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
-    parser.add_argument("--train-cases", type=int, default=8)
-    parser.add_argument("--train-epochs", type=int, default=30)
-    parser.add_argument("--train-iterations", type=int, default=10)
+    parser.add_argument("--train-cases", type=int, default=24)
+    parser.add_argument("--train-slices", nargs=2, type=int, default=[40, 300], metavar=("MIN", "MAX"),
+                        help="slice count range of the training phantoms")
+    parser.add_argument("--train-epochs", type=int, default=36)
+    parser.add_argument("--train-iterations", type=int, default=25)
     parser.add_argument("--train-da-processes", type=int, default=1)
+    parser.add_argument("--train-fp32", dest="train_bf16", action="store_false",
+                        help="train in float32 (default: bfloat16 autocast when the CPU has native bf16)")
+    parser.add_argument("--train-only", action="store_true", help="train (or find) the light U-Net and stop")
     args = parser.parse_args()
+    args.train_bf16 = args.train_bf16 and cpu_supports_bf16()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     models = dict(item.split("=", 1) for item in args.model)
     if not models:
         models = {"light-unet": str(train_light_unet(work, args))}
+        if args.train_only:
+            print(f"trained: {models['light-unet']}")
+            return 0
     cases = make_cases(work / "cases", args.slices, args.seed)
     rows: list[dict] = []
 

@@ -129,3 +129,43 @@ def test_short_variants_and_env_override(trainer, monkeypatch: pytest.MonkeyPatc
     overridden = trainer(nnUNetTrainerLightUNet_5epochs)
     assert overridden.num_epochs == 12 and overridden.num_iterations_per_epoch == 4
     assert "overridden by environment" in Path(overridden.log_file).read_text()
+
+
+def _random_batch(t, shape: tuple[int, int, int]) -> dict:
+    """A batch of 1 random image and label map of `shape` (z, y, x) with the deep-supervision targets."""
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.integers(0, 14, size=(1, 1, *shape))).float()
+    scales = t._get_deep_supervision_scales()
+    targets = [torch.nn.functional.interpolate(target, scale_factor=tuple(s), mode="nearest") for s in scales]
+    return {"data": torch.from_numpy(rng.normal(size=(1, 1, *shape)).astype(np.float32)), "target": targets}
+
+
+def test_cpu_bf16_autocasts_the_steps_and_keeps_float32_weights(trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nnunet_cdl.training.light_unet.cpu_supports_bf16", lambda: True)
+    monkeypatch.setenv("nnUNet_cdl_cpu_bf16", "1")
+    t = trainer()
+    assert t.cpu_bf16 and "bfloat16 autocast on CPU" in Path(t.log_file).read_text()
+    t.network = t.build_network_architecture(t.plans_manager, t.configuration_manager, 1,
+                                             t.label_manager.num_segmentation_heads, True)
+    t.optimizer, t.lr_scheduler = t.configure_optimizers()
+    t.loss = t._build_loss()
+    seen = []
+    t.network.encoder.stages[0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    batch = _random_batch(t, (32, 64, 64))
+    loss = t.train_step(batch)["loss"]
+    assert np.isfinite(float(loss)) and seen == [torch.bfloat16]
+    assert all(p.dtype == torch.float32 for p in t.network.parameters())
+    t.network.eval()
+    t.validation_step(batch)
+    assert seen == [torch.bfloat16, torch.bfloat16]
+
+
+def test_cpu_bf16_is_off_by_default_and_refused_without_native_support(trainer, monkeypatch) -> None:
+    assert trainer().cpu_bf16 is False
+    monkeypatch.setattr("nnunet_cdl.training.light_unet.cpu_supports_bf16", lambda: False)
+    monkeypatch.setenv("nnUNet_cdl_cpu_bf16", "1")
+    with pytest.raises(CdlError, match="no native bfloat16"):
+        trainer()
+    monkeypatch.setenv("nnUNet_cdl_cpu_bf16", "maybe")
+    with pytest.raises(CdlError, match="must be 1 or 0"):
+        trainer()

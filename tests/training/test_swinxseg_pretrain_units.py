@@ -14,7 +14,8 @@ from nnunet_cdl.networks.swinxseg_ssl import (SmitPretrainer, SmitSettings, bloc
                                               downsample_mask, teacher_momentum)
 from nnunet_cdl.training.swinxseg import (WarmupCosineLRScheduler, flip_only_transforms, warmup_cosine_lr,
                                           warmup_epochs_for)
-from nnunet_cdl.training.swinxseg_pretrain import PretrainOptions, crop_patch, make_views, pretrain, save_pretrained
+from nnunet_cdl.training.swinxseg_pretrain import (PretrainOptions, crop_patch, make_views, overlapping_crops, pretrain,
+                                                   save_pretrained)
 
 torch.set_num_threads(2)
 TINY = dict(embed_dim=12, num_heads=(1, 2, 2, 4), decoder_channels=[8, 8, 16, 32, 32, 32])
@@ -111,8 +112,13 @@ def test_views_and_crops() -> None:
     crop = crop_patch(volume, (16, 16, 16), rng)
     assert crop.shape == (2, 16, 16, 16)
     assert (crop[:, 10:] == 0).all()  # padded beyond the 10 slices
-    v1, v2 = make_views(crop, rng)
-    assert v1.shape == v2.shape == crop.shape and v1.flags.c_contiguous
+    first, second = overlapping_crops(volume, (8, 8, 8), rng, shift=0.25)
+    start = [np.argwhere(volume[0] == c[0, 0, 0, 0])[0] for c in (first, second)]
+    assert not np.array_equal(first, second)
+    assert all(abs(int(a) - int(b)) <= 2 for a, b in zip(*start))  # shifted by at most 0.25 x 8 voxels per axis
+    v1, v2 = make_views((first, second), rng)
+    assert v1.shape == v2.shape == (2, 8, 8, 8) and v1.flags.c_contiguous
+    assert not np.array_equal(np.sort(v1.ravel()), np.sort(v2.ravel()))
 
 
 def test_pretraining_lowers_reconstruction_loss() -> None:

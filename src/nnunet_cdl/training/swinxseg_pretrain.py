@@ -4,7 +4,8 @@ Images: the dataset's preprocessed training cases (`nnUNetv2_preprocess ... -pla
 labels ignored) plus, optionally, a folder of unlabeled images in nnU-Net naming (`CASE_0000.nii.gz`), which are
 preprocessed once with the same plans (spacing, RAS orientation, CT window) into
 `<nnUNet_preprocessed>/<dataset>/<data identifier>_unlabeled/`. Each step samples random patches of the plans'
-patch size, makes two views (independent random flips, the second with a small intensity jitter), masks both and
+patch size as pairs of overlapping crops of one image (the second crop shifted by up to `view_shift` of the patch
+per axis), makes them two views (independent random flips, the second with a small intensity jitter), masks both and
 optimises MIP + MPD + ITD (`nnunet_cdl.networks.swinxseg_ssl`) with AdamW, warm-up + cosine learning rate and a
 cosine EMA-momentum schedule for the teacher.
 
@@ -46,14 +47,18 @@ class PretrainOptions:
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     teacher_momentum: float = 0.996
+    view_shift: float = 0.25
     seed: int = 0
     smit: SmitSettings = field(default_factory=SmitSettings)
 
 
-def crop_patch(volume: Any, patch_size: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
-    """Random (C, pz, py, px) float32 crop of a (C, Z, Y, X) array-like; zero-padded where the volume is smaller."""
+def crop_patch(volume: Any, patch_size: tuple[int, int, int], rng: np.random.Generator,
+               starts: list[int] | None = None) -> np.ndarray:
+    """(C, pz, py, px) float32 crop of a (C, Z, Y, X) array-like at `starts` (voxels; random when None),
+    zero-padded where the volume is smaller."""
     shape = volume.shape[1:]
-    starts = [int(rng.integers(0, max(0, s - p) + 1)) for s, p in zip(shape, patch_size)]
+    if starts is None:
+        starts = [int(rng.integers(0, max(0, s - p) + 1)) for s, p in zip(shape, patch_size)]
     region = tuple(slice(a, a + p) for a, p in zip(starts, patch_size))
     crop = np.asarray(volume[(slice(None),) + region], dtype=np.float32)
     out = np.zeros((volume.shape[0], *patch_size), dtype=np.float32)
@@ -61,11 +66,24 @@ def crop_patch(volume: Any, patch_size: tuple[int, int, int], rng: np.random.Gen
     return out
 
 
-def make_views(patch: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Two augmented views of a (C, Z, Y, X) patch: independent random flips, intensity jitter on the second."""
+def overlapping_crops(volume: Any, patch_size: tuple[int, int, int], rng: np.random.Generator,
+                      shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two (C, pz, py, px) crops of one (C, Z, Y, X) volume, the second shifted from the first by up to
+    `shift` x patch size per axis (kept inside the volume), so that they overlap but differ in content."""
+    shape = volume.shape[1:]
+    first = [int(rng.integers(0, max(0, s - p) + 1)) for s, p in zip(shape, patch_size)]
+    second = [
+        int(np.clip(a + rng.integers(-int(shift * p), int(shift * p) + 1), 0, max(0, s - p)))
+        for a, s, p in zip(first, shape, patch_size)
+    ]
+    return crop_patch(volume, patch_size, rng, first), crop_patch(volume, patch_size, rng, second)
+
+
+def make_views(crops: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+               jitter: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Two augmented views of two (C, Z, Y, X) crops: independent random flips, intensity jitter on the second."""
     views = []
-    for index in range(2):
-        view = patch
+    for index, view in enumerate(crops):
         for axis in (1, 2, 3):
             if rng.random() < 0.5:
                 view = np.flip(view, axis=axis)
@@ -135,7 +153,8 @@ def pretrain(network: SwinXSeg, sources: list[Any], patch_size: tuple[int, int, 
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = warmup_cosine_lr(step, options.steps, warmup, options.lr)
-        views = [make_views(crop_patch(sources[rng.integers(len(sources))], patch_size, rng), rng)
+        views = [make_views(overlapping_crops(sources[rng.integers(len(sources))], patch_size, rng,
+                                              options.view_shift), rng)
                  for _ in range(options.batch_size)]
         view1, view2 = (torch.from_numpy(np.stack(v)).to(device) for v in zip(*views))
         masks = [block_mask(options.batch_size, patch_size, options.smit.mask_block, options.smit.mask_ratio,
