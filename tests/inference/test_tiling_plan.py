@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnunet_cdl.inference.body import BodyRules
+from nnunet_cdl.inference.config import rules_from_dict
+from nnunet_cdl.inference.postprocess import PostprocessRules
 from nnunet_cdl.inference.tiling import (
     TilingRules,
     Window,
@@ -128,6 +131,9 @@ def test_tube_contacts_back_edge_and_window_geometry():
 
 
 def test_rules_from_dict_rejects_unknown_keys():
-    assert TilingRules.from_dict({"tube_labels": [5]}).tube_labels == (5,)
-    with pytest.raises(ValueError):
-        TilingRules.from_dict({"empty_voxels": 3})
+    assert rules_from_dict(TilingRules, {"tube_labels": [5]}, "tiling").tube_labels == (5,)
+    assert rules_from_dict(PostprocessRules, {"keep_largest_labels": [1, 2]}, "postprocess").keep_largest_labels == (1, 2)
+    with pytest.raises(ValueError, match=r"unknown tiling rule\(s\) \['empty_voxels'\]; known: .*empty_center_voxels"):
+        rules_from_dict(TilingRules, {"empty_voxels": 3}, "tiling")
+    with pytest.raises(ValueError, match="unknown body rule"):
+        rules_from_dict(BodyRules, {"treshold_hu": -500}, "body")

@@ -53,11 +53,13 @@ def test_stray_values_and_cleaning(case) -> None:
     assert (noisy > 13).any(), "clean_labels modified its input"
 
 
-def test_clean_labels_keeps_allowed_and_dtype() -> None:
-    label = np.array([[[0, 1, 14], [255, 13, 2]]], dtype=np.int16)
-    cleaned, changed = clean_labels(label, [0, 1, 2])
-    assert changed == 3 and cleaned.dtype == np.int16
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.uint32])
+def test_clean_labels_keeps_allowed_and_dtype(dtype) -> None:
+    label = np.array([[[0, 1, 14], [255, 13, 2]]], dtype=dtype)
+    cleaned, changed = clean_labels(label, [0, 1, 2, 300])  # 300 does not fit uint8: ignored there
+    assert changed == 3 and cleaned.dtype == dtype
     assert cleaned.tolist() == [[[0, 1, 0], [0, 0, 2]]]
+    assert label.tolist() == [[[0, 1, 14], [255, 13, 2]]]
 
 
 def test_multi_organ_dice() -> None:

@@ -26,13 +26,6 @@ class BodyRules:
     margin_mm: float = 8.0
     """Margin added on every side of the box, in mm."""
 
-    @classmethod
-    def from_dict(cls, values: dict) -> BodyRules:
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown body rule(s) {unknown}")
-        return cls(**values)
-
 
 def body_box(image_hu: np.ndarray, spacing_zyx: Sequence[float], rules: BodyRules) -> Box | None:
     """Bounding box (z, y, x slices) of the body in a CT image (z, y, x) in HU, `spacing_zyx` in mm.

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.body import BodyRules
@@ -14,6 +15,7 @@ from nnunet_cdl.io import read_json
 
 PRESET = Path(__file__).resolve().parent.parent / "configs" / "inference.json"
 EXPORTS = ("fast", "stock")
+Rules = TypeVar("Rules", TilingRules, BodyRules, PostprocessRules)
 
 
 def available_cores() -> int:
@@ -42,6 +44,16 @@ class InferenceSettings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def rules_from_dict(cls: type[Rules], values: dict[str, Any], section: str) -> Rules:
+    """A rules dataclass from one preset section; unknown keys are a ValueError naming the known ones, JSON lists
+    become tuples (the rules are frozen and hashable)."""
+    known = sorted(f.name for f in fields(cls))
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {section} rule(s) {unknown}; known: {known}")
+    return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> InferenceSettings:
     """Settings from a preset JSON (default: the packaged `configs/inference.json`); unknown keys are errors."""
     path = Path(path) if path is not None else PRESET
@@ -51,9 +63,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> InferenceSettin
         raise CdlError(f"{path}: unknown key(s) {unknown}")
     try:
         settings = InferenceSettings(
-            tiling=TilingRules.from_dict(values.get("tiling", {})),
-            body=BodyRules.from_dict(values.get("body", {})),
-            postprocess=PostprocessRules.from_dict(values.get("postprocess", {})),
+            tiling=rules_from_dict(TilingRules, values.get("tiling", {}), "tiling"),
+            body=rules_from_dict(BodyRules, values.get("body", {}), "body"),
+            postprocess=rules_from_dict(PostprocessRules, values.get("postprocess", {}), "postprocess"),
             backend=values.get("backend", "auto"),
             export=values.get("export", "fast"),
         )

@@ -20,16 +20,6 @@ class PostprocessRules:
     """Other labels: components smaller than this many voxels are removed."""
     connectivity: int = 26
 
-    @classmethod
-    def from_dict(cls, values: dict) -> PostprocessRules:
-        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown postprocess rule(s) {unknown}")
-        values = dict(values)
-        if "keep_largest_labels" in values:
-            values["keep_largest_labels"] = tuple(int(v) for v in values["keep_largest_labels"])
-        return cls(**values)
-
 
 def foreground_box(labels: np.ndarray) -> tuple[slice, ...] | None:
     """Tight bounding box of the non-zero voxels of a label map, or None when it is all background."""

@@ -40,17 +40,6 @@ class TilingRules:
     tube_labels: tuple[int, ...] = (5, 6, 10)
     """Tube organs (aorta, inferior vena cava, esophagus)."""
 
-    @classmethod
-    def from_dict(cls, values: dict) -> TilingRules:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown tiling rule(s) {unknown}; known: {sorted(known)}")
-        values = dict(values)
-        if "tube_labels" in values:
-            values["tube_labels"] = tuple(int(v) for v in values["tube_labels"])
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class Window:

@@ -20,12 +20,18 @@ def clean_labels(label: np.ndarray, allowed: Iterable[int]) -> tuple[np.ndarray,
     if not np.issubdtype(label.dtype, np.integer):
         raise CdlError(f"label maps must hold integers, got dtype {label.dtype}")
     allowed_values = np.unique(np.asarray(list(allowed), dtype=np.int64))
-    values = np.unique(label)
-    bad = values[~np.isin(values, allowed_values)]
     out = label.copy()
-    if bad.size == 0:
-        return out, 0
-    mask = np.isin(label, bad)
+    if label.dtype.kind == "u" and label.dtype.itemsize <= 2:
+        # one table lookup per voxel instead of sorting the volume: True where a value must be cleared
+        clear = np.ones(np.iinfo(label.dtype).max + 1, dtype=bool)
+        clear[allowed_values[(allowed_values >= 0) & (allowed_values < clear.size)]] = False
+        mask = clear[label]
+    else:
+        values = np.unique(label)
+        bad = values[~np.isin(values, allowed_values)]
+        if bad.size == 0:
+            return out, 0
+        mask = np.isin(label, bad)
     out[mask] = 0
     return out, int(np.count_nonzero(mask))
 
