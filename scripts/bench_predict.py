@@ -10,7 +10,13 @@ our JSON record), and organ Dice between the two outputs (and against the phanto
 
 Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
 CPU budget set by --train-epochs / --train-iterations, bfloat16 autocast where the CPU has it; cached in --work;
-`--train-only` stops after training). Add another model (e.g. Swin-X Seg) with `--model swin=/path/to/model_folder`.
+`--train-only` stops after training). Add another model with `--model LABEL=/path/to/model_folder`.
+
+`--swin` adds a Swin-X Seg line (SwinXSegPlanner: 1 mm, 96^3 windows): a model trained for one epoch of
+--swin-iterations steps on --swin-train-cases of the training phantoms (a CPU cannot train it further in a
+benchmark; its windows-run count is that of a barely trained network, so its time is an upper bound), predicted
+by ours on the --swin-slices cases only, without the stock run (1 mm, step 0.5 and 8-fold mirroring take hours
+on 2 cores; `scripts/bench_swinxseg.py --case` estimates it).
 
     python scripts/bench_predict.py --work bench_work/predict --threads 2
 Writes <work>/bench_predict.json and <work>/bench_predict.md.
@@ -40,6 +46,8 @@ from nnunet_cdl.synth.phantom import synth_case
 
 DATASET_ID = 951
 DATASET = f"Dataset{DATASET_ID:03d}_PredictBench"
+SWIN_DATASET_ID = 952
+SWIN_DATASET = f"Dataset{SWIN_DATASET_ID:03d}_PredictBenchSwin"
 BIN = Path(sys.executable).parent
 
 
@@ -60,14 +68,15 @@ def read_labels(path: Path) -> tuple[np.ndarray, Geometry]:
 
 
 def make_cases(folder: Path, slices: list[int], seed: int) -> dict[str, Path]:
-    """One flare phantom per slice count: folder/<case>/<case>_0000.nii.gz and folder/truth/<case>.nii.gz."""
+    """One flare phantom per slice count (seeded by seed + count): folder/<case>/<case>_0000.nii.gz and
+    folder/truth/<case>.nii.gz."""
     cases = {}
-    for index, count in enumerate(slices):
+    for count in slices:
         case = f"bench_{count:04d}"
         image_dir = folder / case
         image_file = image_dir / f"{case}_0000.nii.gz"
         if not image_file.is_file():
-            image, labels, geometry = synth_case("flare", seed + index, num_slices=count)
+            image, labels, geometry = synth_case("flare", seed + count, num_slices=count)
             write_volume(folder / "truth" / f"{case}.nii.gz", labels.astype(np.uint8), geometry)
             write_volume(image_file, image, geometry)
         cases[case] = image_dir
@@ -117,6 +126,38 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
     return model
 
 
+def train_swinxseg(work: Path, args: argparse.Namespace) -> Path:
+    """A Swin-X Seg model on the first --swin-train-cases training phantoms (cached); returns its model folder."""
+    raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
+    model = results / SWIN_DATASET / "nnUNetTrainerSwinXSeg_1epoch__nnUNetPlansSwinXSeg__3d_fullres"
+    if (model / "fold_0" / "checkpoint_final.pth").is_file():
+        return model
+    source, dataset = raw / DATASET, raw / SWIN_DATASET
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))[: args.swin_train_cases]
+    for folder, suffix in (("imagesTr", "_0000.nii.gz"), ("labelsTr", ".nii.gz")):
+        (dataset / folder).mkdir(parents=True, exist_ok=True)
+        for case in cases:
+            target = dataset / folder / f"{case}{suffix}"
+            if not target.exists():
+                os.link(source / folder / f"{case}{suffix}", target)
+    write_json(dataset / "dataset.json", {
+        "channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(), "numTraining": len(cases),
+        "file_ending": ".nii.gz",
+    })
+    env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
+               nnUNet_n_proc_DA="0", nnUNet_cdl_num_iterations_per_epoch=str(args.swin_iterations),
+               nnUNet_cdl_num_val_iterations_per_epoch="1", OMP_NUM_THREADS=str(args.threads))
+    ensure_nnunet_env(env)
+    print(f"training Swin-X Seg on {len(cases)} flare phantoms: 1 epoch x {args.swin_iterations} iterations "
+          f"(log in {work})", flush=True)
+    if not (pre / SWIN_DATASET / "nnUNetPlansSwinXSeg_3d_fullres").is_dir():
+        run([str(BIN / "nnunet-cdl"), "plan", "-d", str(SWIN_DATASET_ID), "-pl", "SwinXSegPlanner", "-c",
+             "3d_fullres", "-np", "1"], env, work / "plan_swin.log")
+    run([str(BIN / "nnUNetv2_train"), str(SWIN_DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerSwinXSeg_1epoch",
+         "-p", "nnUNetPlansSwinXSeg", "-device", "cpu"], env, work / "train_swin.log")
+    return model
+
+
 def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, args, extra: list[str]) -> dict:
     """Run one prediction command on one case folder; wall time, peak RSS, and our record when adaptive."""
     if out.exists():
@@ -151,20 +192,21 @@ def variants(args) -> dict[str, list[str]]:
     return runs
 
 
-def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args, rows: list[dict], save) -> None:
+def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args, rows: list[dict], save,
+                stock_max_slices: int, repeats: int) -> None:
     """Append one row per case to `rows` (calling `save()` after each result), then the variants."""
     for case, case_dir in cases.items():
         truth, truth_geometry = read_labels(work / "cases" / "truth" / f"{case}.nii.gz")
         slices = truth.shape[0]
         row: dict = {"model": label, "case": case, "shape": list(truth.shape)}
         ours = [predict(label, model, case_dir, work / "out" / label / f"{case}_ours", "adaptive", args, [])
-                for _ in range(args.repeats)]
+                for _ in range(repeats)]
         row["ours"] = min(ours, key=lambda r: abs(r["wall_s"] - statistics.median(o["wall_s"] for o in ours)))
         row["ours"]["wall_s_runs"] = [o["wall_s"] for o in ours]
         ours_labels, ours_geometry = read_labels(work / "out" / label / f"{case}_ours" / f"{case}.nii.gz")
         row["geometry_ok"] = ours_labels.shape == truth.shape and ours_geometry.matches(truth_geometry)
         row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
-        if slices <= args.stock_max_slices:
+        if slices <= stock_max_slices:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
             row["dice_vs_stock"] = organ_dice(ours_labels, stock_labels)
@@ -262,7 +304,11 @@ def main() -> int:
     parser.add_argument("--train-da-processes", type=int, default=1)
     parser.add_argument("--train-fp32", dest="train_bf16", action="store_false",
                         help="train in float32 (default: bfloat16 autocast when the CPU has native bf16)")
-    parser.add_argument("--train-only", action="store_true", help="train (or find) the light U-Net and stop")
+    parser.add_argument("--train-only", action="store_true", help="train (or find) the models and stop")
+    parser.add_argument("--swin", action="store_true", help="add a barely trained Swin-X Seg line (see above)")
+    parser.add_argument("--swin-train-cases", type=int, default=2)
+    parser.add_argument("--swin-iterations", type=int, default=2)
+    parser.add_argument("--swin-slices", nargs="+", type=int, default=[24], help="cases of the Swin-X Seg line")
     args = parser.parse_args()
     args.train_bf16 = args.train_bf16 and cpu_supports_bf16()
     work = args.work.resolve()
@@ -270,10 +316,13 @@ def main() -> int:
     models = dict(item.split("=", 1) for item in args.model)
     if not models:
         models = {"light-unet": str(train_light_unet(work, args))}
-        if args.train_only:
-            print(f"trained: {models['light-unet']}")
-            return 0
-    cases = make_cases(work / "cases", args.slices, args.seed)
+    if args.swin:
+        models["swin-x-seg"] = str(train_swinxseg(work, args))
+    if args.train_only:
+        print(f"trained: {models}")
+        return 0
+    cases = make_cases(work / "cases", sorted(set(args.slices) | set(args.swin_slices if args.swin else [])),
+                       args.seed)
     rows: list[dict] = []
 
     def save() -> None:
@@ -281,7 +330,14 @@ def main() -> int:
         (work / "bench_predict.md").write_text(markdown(rows, args))
 
     for label, folder in models.items():
-        bench_model(label, Path(folder).resolve(), cases, work, args, rows, save)
+        if label == "swin-x-seg" and args.swin:
+            swin_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.swin_slices}
+            bench_model(label, Path(folder).resolve(), swin_cases, work, args, rows, save, stock_max_slices=0,
+                        repeats=1)
+        else:
+            light_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.slices}
+            bench_model(label, Path(folder).resolve(), light_cases, work, args, rows, save,
+                        stock_max_slices=args.stock_max_slices, repeats=args.repeats)
     print((work / "bench_predict.md").read_text())
     return 0
 
