@@ -39,7 +39,8 @@ import SimpleITK as sitk
 
 from nnunet_cdl.evaluation.efficiency import run_measured
 from nnunet_cdl.inference.backends import cpu_supports_bf16
-from nnunet_cdl.io import Geometry, write_json, write_volume
+from nnunet_cdl.inference.config import PRESET
+from nnunet_cdl.io import Geometry, read_json, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
 from nnunet_cdl.nnunet_env import ensure_nnunet_env
 from nnunet_cdl.synth.phantom import synth_case
@@ -183,12 +184,29 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
     return row
 
 
-def variants(args) -> dict[str, list[str]]:
-    """Extra runs of ours on one case: each backend, and each preset (LABEL=PRESET_JSON)."""
+def variant_preset(work: Path, name: str, spec: str) -> Path:
+    """A preset file for one variant: `spec` is a preset JSON path, or `section.key=JSON[;section.key=JSON...]`
+    overrides of the packaged configs/inference.json (e.g. `tiling.tube_rule=false`), written to work/presets."""
+    if Path(spec).is_file():
+        return Path(spec).resolve()
+    preset = read_json(PRESET)
+    for assignment in spec.split(";"):
+        key, _, value = assignment.partition("=")
+        section, _, field = key.strip().partition(".")
+        if not value or section not in preset or not isinstance(preset[section], dict) or field not in preset[section]:
+            raise SystemExit(f"--variant {name}={spec}: {assignment!r} is not SECTION.KEY=JSON of {PRESET}")
+        preset[section][field] = json.loads(value)
+    path = work / "presets" / f"{name}.json"
+    write_json(path, preset)
+    return path
+
+
+def variants(args, work: Path) -> dict[str, list[str]]:
+    """Extra runs of ours on one case: each backend, and each preset variant (NAME=SPEC, see variant_preset)."""
     runs = {f"backend-{b}": ["--backend", b] for b in args.backends}
     for item in args.variant:
-        name, preset = item.split("=", 1)
-        runs[name] = ["--preset", str(Path(preset).resolve())]
+        name, spec = item.split("=", 1)
+        runs[name] = ["--preset", str(variant_preset(work, name, spec))]
     return runs
 
 
@@ -220,7 +238,7 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         case = row["case"]
         if row["shape"][0] != args.variant_case_slices:
             continue
-        for name, extra in variants(args).items():
+        for name, extra in variants(args, work).items():
             out = work / "out" / label / f"{case}_{name}"
             result = predict(label, model, cases[case], out, "adaptive", args, extra)
             if "stock" in row:
@@ -293,7 +311,8 @@ def main() -> int:
     parser.add_argument("--stock-max-slices", type=int, default=300, help="skip the stock run above this")
     parser.add_argument("--backends", nargs="*", default=[], help="also time these backends on one case")
     parser.add_argument("--variant", action="append", default=[],
-                        help="LABEL=PRESET_JSON: also run ours with this inference preset on one case (repeatable)")
+                        help="NAME=PRESET_JSON or NAME=SECTION.KEY=JSON[;...] (overrides of configs/inference.json, "
+                             "e.g. no_tube_rule=tiling.tube_rule=false): also run ours so on one case (repeatable)")
     parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--train-cases", type=int, default=24)
