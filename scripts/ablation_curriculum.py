@@ -3,7 +3,8 @@
 (a) one random noisy source per case (cleaned), all cases;  (b) consensus labels, easy + hard mixed from the start;
 (c) consensus labels, easy only;  (d) consensus labels, easy then easy + hard (nnUNetTrainerCDL's default).
 Every arm trains the light U-Net for the same epochs x iterations x batch (fold "all"), then predicts the
-generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map).
+generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map), and
+`nnunet-cdl evaluate` adds FLARE's DSC / NSD (all 13 organs per case) and the DSC per organ.
 
 Tiers use configs/consensus.json's thresholds unless --easy-threshold/--hard-threshold are given. For CPU the
 planner preset is shrunk (--patch, --spacing, --features); the run is small and says so.
@@ -132,6 +133,16 @@ def predict_and_score(trainer, images: Path, labels: Path, out: Path, device: st
     return scores
 
 
+def official_scores(truth: Path, predictions: Path, out: Path) -> dict:
+    """FLARE DSC / NSD of one arm's predictions with `nnunet-cdl evaluate`: overall means and the DSC per organ."""
+    code = cli_main(["evaluate", "--truth", str(truth), "--pred", str(predictions), "--out", str(out)])
+    if code != 0:
+        raise SystemExit(f"nnunet-cdl evaluate failed ({code}) on {predictions}")
+    summary = read_json(out / "summary.json")
+    return {"flare_dsc_mean": summary["overall"]["dsc"]["mean"], "flare_nsd_mean": summary["overall"]["nsd"]["mean"],
+            "flare_dsc_per_organ": {o["name"]: o["dsc"]["mean"] for o in summary["organs"].values()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
@@ -187,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         results["arms"][arm] = {"trainer": cls.__name__, "test_dice_mean": round(float(np.mean(scores)), 4),
                                 "test_dice_sd": round(float(np.std(scores)), 4),
                                 "test_dice_per_case": [round(s, 4) for s in scores],
+                                **official_scores(source / "labelsTs", work / "predictions" / arm,
+                                                  work / "evaluation" / arm),
                                 "minutes": round((time.perf_counter() - start) / 60, 1)}
         print(json.dumps({arm: results["arms"][arm]}), flush=True)
         write_json(work / "ablation_results.json", results)

@@ -36,10 +36,15 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
 from nnunet_cdl.evaluation.efficiency import run_measured
 from nnunet_cdl.inference.backends import cpu_supports_bf16
-from nnunet_cdl.inference.config import PRESET
+from nnunet_cdl.inference.config import PRESET, load_settings
+from nnunet_cdl.inference.export import resize_labels_nearest
+from nnunet_cdl.inference.sliding import run_plan
+from nnunet_cdl.inference.tiling import plan_tiling
 from nnunet_cdl.io import Geometry, read_json, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
 from nnunet_cdl.nnunet_env import ensure_nnunet_env
@@ -82,6 +87,35 @@ def make_cases(folder: Path, slices: list[int], seed: int) -> dict[str, Path]:
             write_volume(image_file, image, geometry)
         cases[case] = image_dir
     return cases
+
+
+def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict | None:
+    """Windows our tiling would run if every window predicted the truth (a perfect model), on the network grid
+    of `record` (body box, network shape): the fair window count of a case whatever our model learned.
+
+    The truth (z, y, x) is cropped to the record's body box, resized (nearest) to the network shape, padded as the
+    predictor pads, and sent through `plan_tiling` / `run_plan` with a window function that returns its one-hot
+    labels. None for plans that reorient the image (the label grid would differ) or without a record.
+    """
+    plans = read_json(model / "plans.json")
+    configuration = plans["configurations"]["3d_fullres"]
+    if not record.get("body_box") or list(plans.get("transpose_forward", [0, 1, 2])) != [0, 1, 2] \
+            or plans.get("image_reader_writer", "SimpleITKIO") != "SimpleITKIO":
+        return None
+    box = tuple(slice(a, b) for a, b in record["body_box"])
+    labels = resize_labels_nearest(truth[box], record["network_shape"])
+    patch = tuple(configuration["patch_size"])
+    padded, _ = pad_nd_image(torch.from_numpy(labels.astype(np.float32))[None], patch, "constant", {"value": 0},
+                             True, None)
+    rules = load_settings().tiling
+    plan = plan_tiling(padded.shape[1:], patch, 0.5, rules)
+    classes = len(ORGAN_IDS) + 1
+
+    def oracle(window: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(window[0, 0].long(), classes).permute(3, 0, 1, 2).float()
+
+    result = run_plan(padded, plan, rules, oracle, classes, use_gaussian=False)
+    return {"run": result.windows_run, "skipped": result.windows_skipped, "grid": result.grid}
 
 
 def run(command: list[str], env: dict[str, str], log: Path) -> None:
@@ -180,7 +214,7 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
         record = json.loads(records[0].read_text())
         row |= {"case_s": record["seconds"]["total"], "seconds": record["seconds"], "windows": record["windows"],
                 "backend": record["backend"], "network_shape": record["network_shape"],
-                "record_peak_rss_mb": record["peak_rss_mb"]}
+                "body_box": record["body_box"], "record_peak_rss_mb": record["peak_rss_mb"]}
     return row
 
 
@@ -224,6 +258,10 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         ours_labels, ours_geometry = read_labels(work / "out" / label / f"{case}_ours" / f"{case}.nii.gz")
         row["geometry_ok"] = ours_labels.shape == truth.shape and ours_geometry.matches(truth_geometry)
         row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
+        perfect = perfect_model_windows(truth, row["ours"], model) if "windows" in row["ours"] else None
+        if perfect:
+            per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
+            row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
         if slices <= stock_max_slices:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
@@ -260,16 +298,19 @@ def markdown(rows: list[dict], args) -> str:
     lines = [
         f"Threads: {args.threads}. Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`", "",
         "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (tree / process) | "
-        "windows run/skipped | speedup | mean Dice vs stock | mean Dice vs truth (stock / ours) | geometry |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "windows run/skipped | perfect-model windows (est. network s) | speedup | mean Dice vs stock | "
+        "mean Dice vs truth (stock / ours) | geometry |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         stock = r.get("stock", {})
         w = r["ours"].get("windows", {})
+        perfect = r.get("perfect_model_windows") or {}
         lines.append(
             f"| {r['model']} | {r['case']} {tuple(r['shape'])} | {stock.get('wall_s', 'n/a')} | "
             f"{stock.get('peak_rss_mb', 'n/a')} | {r['ours']['wall_s']} | {r['ours'].get('case_s', 'n/a')} | "
             f"{r['ours']['peak_rss_mb']} / {r['ours'].get('max_process_rss_mb', 'n/a')} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
+            f"{perfect.get('run', 'n/a')} ({perfect.get('network_s_estimate', 'n/a')}) | "
             f"{r.get('speedup', 'n/a')} | {r.get('mean_dice_vs_stock', 'n/a')} | "
             f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "
             f"{'ok' if r['geometry_ok'] else 'MISMATCH'} |"

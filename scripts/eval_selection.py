@@ -5,7 +5,10 @@ Generates a phantom dataset with `nnunet_cdl.synth.generate_dataset` (or takes o
 - selection accuracy: % of cases whose selected label is a truly best candidate (target >= 95 %), also with
   "best" meaning within 0.01 Dice of the best, overall, for the trainable tiers and per generator group;
 - Spearman(DS, true mean Dice of the candidates) over the cases (target >= 0.85);
-- the true Dice of the selected label vs the best, the mean and the worst candidate, and tiers vs generator groups.
+- the true Dice of the selected label vs the best, the mean and the worst candidate, and tiers vs generator groups;
+- the misses: how many have the selected label sharing its boundary habit (erode / dilate, from the manifest)
+  with another candidate while the truly best label has the other habit, i.e. the best was outvoted by two
+  labelers biased the same way, which agreement alone cannot detect.
 
     python scripts/eval_selection.py --work eval_work --cases 40 --preset small --seed 0 --num-processes 2
 """
@@ -46,6 +49,22 @@ def _summary(records: list[dict]) -> dict:
     }
 
 
+def boundary_habit(source_record: dict) -> str | None:
+    """The boundary corruption mode ("erode" / "dilate") of one manifest source record, None without one."""
+    modes = [c.get("mode") for c in source_record.get("corruptions", []) if c.get("kind") == "boundary"]
+    return modes[0] if modes else None
+
+
+def miss_analysis(records: list[dict]) -> dict:
+    """Misses (selected label not within TIE of the best) and how many were a best label outvoted by a shared habit."""
+    misses = [r for r in records if r["selected"] < r["best"] - TIE]
+    outvoted = [r for r in misses if r["habits"][r["selected_source"]] != r["habits"][r["best_source"]]
+                and sum(h == r["habits"][r["selected_source"]] for h in r["habits"].values()) >= 2]
+    return {"misses": len(misses), "best_outvoted_by_shared_habit": len(outvoted),
+            "mean_true_dice_lost_per_miss": round(float(np.mean([r["best"] - r["selected"] for r in misses])), 4)
+            if misses else 0.0}
+
+
 def evaluate(dataset: Path, consensus_folder: Path) -> dict:
     """Selection and ranking quality of a finished consensus run against the manifest of `dataset`."""
     manifest = json.loads((dataset / "manifest.json").read_text())
@@ -55,10 +74,13 @@ def evaluate(dataset: Path, consensus_folder: Path) -> dict:
     for case, row in rows.items():
         if row["error"]:
             continue
-        truth = {name: float(record["dice"]) for name, record in manifest["cases"][case]["sources"].items()}
+        sources = manifest["cases"][case]["sources"]
+        truth = {name: float(record["dice"]) for name, record in sources.items()}
         records.append({"case": case, "group": manifest["cases"][case]["group"], "tier": row["tier"],
                         "ds": float(row["ds"]), "selected": truth[row["selected"]], "best": max(truth.values()),
-                        "mean": float(np.mean(list(truth.values())))})
+                        "mean": float(np.mean(list(truth.values()))), "selected_source": row["selected"],
+                        "best_source": max(truth, key=truth.get),
+                        "habits": {name: boundary_habit(record) for name, record in sources.items()}})
     ds, mean = [r["ds"] for r in records], [r["mean"] for r in records]
     rho = float(spearmanr(ds, mean).statistic) if len(ds) > 2 else float("nan")
     confusion: dict[str, dict[str, int]] = {}
@@ -72,6 +94,8 @@ def evaluate(dataset: Path, consensus_folder: Path) -> dict:
         "trainable_tiers": _summary([r for r in records if r["tier"] in ("easy", "hard")]),
         "by_generator_group": {g: _summary([r for r in records if r["group"] == g]) for g in sorted(confusion)},
         "generator_group_vs_tier": confusion,
+        "miss_analysis": miss_analysis(records),
+        "miss_analysis_trainable_tiers": miss_analysis([r for r in records if r["tier"] in ("easy", "hard")]),
     }
 
 
