@@ -219,17 +219,19 @@ def predict(label: str, model: Path, case_dir: Path, out: Path, tiling: str, arg
 
 
 def variant_preset(work: Path, name: str, spec: str) -> Path:
-    """A preset file for one variant: `spec` is a preset JSON path, or `section.key=JSON[;section.key=JSON...]`
-    overrides of the packaged configs/inference.json (e.g. `tiling.tube_rule=false`), written to work/presets."""
+    """A preset file for one variant: `spec` is a preset JSON path, or `[section.]key=JSON[;...]` overrides of the
+    packaged configs/inference.json (e.g. `tiling.tube_rule=false`, `export="stock"`), written to work/presets."""
     if Path(spec).is_file():
         return Path(spec).resolve()
     preset = read_json(PRESET)
     for assignment in spec.split(";"):
         key, _, value = assignment.partition("=")
         section, _, field = key.strip().partition(".")
-        if not value or section not in preset or not isinstance(preset[section], dict) or field not in preset[section]:
-            raise SystemExit(f"--variant {name}={spec}: {assignment!r} is not SECTION.KEY=JSON of {PRESET}")
-        preset[section][field] = json.loads(value)
+        parent = preset[section] if field and isinstance(preset.get(section), dict) else preset
+        field = field or section
+        if not value or field not in parent or isinstance(parent[field], dict):
+            raise SystemExit(f"--variant {name}={spec}: {assignment!r} is not [SECTION.]KEY=JSON of {PRESET}")
+        parent[field] = json.loads(value)
     path = work / "presets" / f"{name}.json"
     write_json(path, preset)
     return path
@@ -352,7 +354,7 @@ def main() -> int:
     parser.add_argument("--stock-max-slices", type=int, default=300, help="skip the stock run above this")
     parser.add_argument("--backends", nargs="*", default=[], help="also time these backends on one case")
     parser.add_argument("--variant", action="append", default=[],
-                        help="NAME=PRESET_JSON or NAME=SECTION.KEY=JSON[;...] (overrides of configs/inference.json, "
+                        help="NAME=PRESET_JSON or NAME=[SECTION.]KEY=JSON[;...] (overrides of configs/inference.json, "
                              "e.g. no_tube_rule=tiling.tube_rule=false): also run ours so on one case (repeatable)")
     parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
