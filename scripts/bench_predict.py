@@ -29,9 +29,11 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,11 +120,20 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     return {"run": result.windows_run, "skipped": result.windows_skipped, "grid": result.grid}
 
 
-def run(command: list[str], env: dict[str, str], log: Path) -> None:
+def run(command: list[str], env: dict[str, str], log: Path, stop_after_training: bool = False) -> None:
+    """Run `command` with its output in `log`. With `stop_after_training`, end an nnUNetv2_train once it has logged
+    "Training done." (its final checkpoint is written): the benchmark does not need nnU-Net's final validation,
+    which predicts every validation case with the stock predictor and takes hours on a CPU."""
     with open(log, "w") as handle:
-        done = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}; see {log}")
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        while process.poll() is None:
+            if stop_after_training and "Training done." in log.read_text(errors="replace"):
+                os.killpg(process.pid, signal.SIGTERM)  # with nnU-Net's data loader and export workers
+                process.wait()
+                return
+            time.sleep(5)
+    if process.returncode:
+        raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}; see {log}")
 
 
 def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
@@ -157,15 +168,16 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
         run([str(BIN / "nnunet-cdl"), "plan", "-d", str(DATASET_ID), "-pl", "LightUNetPlanner", "-c", "3d_fullres",
              "-np", "1"], env, work / "plan.log")
     run([str(BIN / "nnUNetv2_train"), str(DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerLightUNet",
-         "-p", "nnUNetPlansLightUNet", "-device", "cpu"], env, work / "train.log")
+         "-p", "nnUNetPlansLightUNet", "-device", "cpu"], env, work / "train.log", stop_after_training=True)
     return model
 
 
 def train_swinxseg(work: Path, args: argparse.Namespace) -> Path:
-    """A Swin-X Seg model on the first --swin-train-cases training phantoms (cached); returns its model folder."""
+    """A Swin-X Seg model (fold "all") on the first --swin-train-cases training phantoms (cached); returns its
+    model folder."""
     raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
     model = results / SWIN_DATASET / "nnUNetTrainerSwinXSeg_1epoch__nnUNetPlansSwinXSeg__3d_fullres"
-    if (model / "fold_0" / "checkpoint_final.pth").is_file():
+    if (model / "fold_all" / "checkpoint_final.pth").is_file():
         return model
     source, dataset = raw / DATASET, raw / SWIN_DATASET
     cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))[: args.swin_train_cases]
@@ -188,8 +200,8 @@ def train_swinxseg(work: Path, args: argparse.Namespace) -> Path:
     if not (pre / SWIN_DATASET / "nnUNetPlansSwinXSeg_3d_fullres").is_dir():
         run([str(BIN / "nnunet-cdl"), "plan", "-d", str(SWIN_DATASET_ID), "-pl", "SwinXSegPlanner", "-c",
              "3d_fullres", "-np", "1"], env, work / "plan_swin.log")
-    run([str(BIN / "nnUNetv2_train"), str(SWIN_DATASET_ID), "3d_fullres", "0", "-tr", "nnUNetTrainerSwinXSeg_1epoch",
-         "-p", "nnUNetPlansSwinXSeg", "-device", "cpu"], env, work / "train_swin.log")
+    run([str(BIN / "nnUNetv2_train"), str(SWIN_DATASET_ID), "3d_fullres", "all", "-tr", "nnUNetTrainerSwinXSeg_1epoch",
+         "-p", "nnUNetPlansSwinXSeg", "-device", "cpu"], env, work / "train_swin.log", stop_after_training=True)
     return model
 
 
@@ -248,7 +260,10 @@ def variants(args, work: Path) -> dict[str, list[str]]:
 
 def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args, rows: list[dict], save,
                 stock_max_slices: int, repeats: int) -> None:
-    """Append one row per case to `rows` (calling `save()` after each result), then the variants."""
+    """Append one row per case to `rows` (calling `save()` after each result), then the variants. One untimed
+    warm-up prediction first: it converts and caches the OpenVINO model of a new checkpoint, a one-time cost."""
+    if cases:
+        predict(label, model, next(iter(cases.values())), work / "out" / label / "warmup", "adaptive", args, [])
     for case, case_dir in cases.items():
         truth, truth_geometry = read_labels(work / "cases" / "truth" / f"{case}.nii.gz")
         slices = truth.shape[0]
@@ -296,9 +311,9 @@ def mean(values) -> str:
     return f"{np.mean(values):.3f}" if values else "n/a"
 
 
-def markdown(rows: list[dict], args) -> str:
+def markdown(rows: list[dict], commands: list[str]) -> str:
     lines = [
-        f"Threads: {args.threads}. Command: `python scripts/bench_predict.py {' '.join(sys.argv[1:])}`", "",
+        "Commands: " + "; then ".join(f"`{c}`" for c in commands), "",
         "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (tree / process) | "
         "windows run/skipped | perfect-model windows (est. network s) | speedup | mean Dice vs stock | "
         "mean Dice vs truth (stock / ours) | geometry |",
@@ -368,6 +383,9 @@ def main() -> int:
                         help="train in float32 (default: bfloat16 autocast when the CPU has native bf16)")
     parser.add_argument("--train-only", action="store_true", help="train (or find) the models and stop")
     parser.add_argument("--swin", action="store_true", help="add a barely trained Swin-X Seg line (see above)")
+    parser.add_argument("--no-light", action="store_true", help="no light U-Net line (with --swin or --model)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of models not run now from an earlier bench_predict.json in --work")
     parser.add_argument("--swin-train-cases", type=int, default=2)
     parser.add_argument("--swin-iterations", type=int, default=2)
     parser.add_argument("--swin-slices", nargs="+", type=int, default=[24], help="cases of the Swin-X Seg line")
@@ -376,7 +394,7 @@ def main() -> int:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     models = dict(item.split("=", 1) for item in args.model)
-    if not models:
+    if not models and not args.no_light:
         models = {"light-unet": str(train_light_unet(work, args))}
     if args.swin:
         models["swin-x-seg"] = str(train_swinxseg(work, args))
@@ -386,15 +404,20 @@ def main() -> int:
     cases = make_cases(work / "cases", sorted(set(args.slices) | set(args.swin_slices if args.swin else [])),
                        args.seed)
     rows: list[dict] = []
+    previous = read_json(work / "bench_predict.json") if args.append and (work / "bench_predict.json").is_file() else {}
+    kept = [r for r in previous.get("rows", []) if r["model"] not in models]
+    commands = [*previous.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
 
     def save() -> None:
-        write_json(work / "bench_predict.json", {"threads": args.threads, "models": models, "rows": rows})
-        (work / "bench_predict.md").write_text(markdown(rows, args))
+        write_json(work / "bench_predict.json", {"threads": args.threads, "models": {**previous.get("models", {}),
+                   **models}, "commands": commands, "rows": kept + rows})
+        (work / "bench_predict.md").write_text(markdown(kept + rows, commands))
 
     for label, folder in models.items():
         if label == "swin-x-seg" and args.swin:
             swin_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.swin_slices}
-            bench_model(label, Path(folder).resolve(), swin_cases, work, args, rows, save, stock_max_slices=0,
+            swin_args = argparse.Namespace(**{**vars(args), "folds": ["all"], "checkpoint": "checkpoint_final.pth"})
+            bench_model(label, Path(folder).resolve(), swin_cases, work, swin_args, rows, save, stock_max_slices=0,
                         repeats=1)
         else:
             light_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.slices}

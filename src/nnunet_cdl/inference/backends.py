@@ -104,13 +104,14 @@ def openvino_cache_dir(checkpoint: Path) -> Path:
 
 
 def _trace(network: nn.Module, example: torch.Tensor) -> object:
-    """torch -> OpenVINO model (tracing warnings about shape-dependent Python branches are expected: the window
-    shape is fixed)."""
+    """torch -> OpenVINO model with the input shape fixed to `example`'s (every window has that shape; a dynamic
+    shape breaks networks whose traced Python computes shapes, such as Swin's window partitioning, and static
+    shapes let OpenVINO plan memory once). Tracing warnings about shape-dependent branches are expected."""
     import openvino as ov
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ov.convert_model(network.eval(), example_input=example)
+        return ov.convert_model(network.eval(), example_input=example, input=[tuple(example.shape)])
 
 
 def _convert(network: nn.Module, example: torch.Tensor, folder: Path, key: dict) -> None:
@@ -128,7 +129,7 @@ def load_openvino_model(network: nn.Module, example: torch.Tensor, checkpoint: P
     """
     import openvino as ov
 
-    key = {"input_shape": list(example.shape), "openvino": ov.__version__}
+    key = {"input_shape": list(example.shape), "static_input": True, "openvino": ov.__version__}
     if checkpoint is None:
         return _trace(network, example)
     key |= checkpoint_key(checkpoint)
