@@ -72,3 +72,17 @@ def test_openvino_matches_torch_and_caches_beside_the_checkpoint(tmp_path):
     changed = build_backend("openvino-fp32", net, CPU, x, 1, checkpoint)(x)
     assert (cache / "meta.json").read_text() != meta, "a new checkpoint rebuilds the cache"
     assert torch.allclose(changed, build_backend("torch-fp32", net, CPU, x, 1)(x), atol=1e-3)
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino extra not installed")
+def test_openvino_runs_swin_x_seg_whose_traced_code_computes_shapes():
+    from nnunet_cdl.networks.swinxseg import SwinXSeg
+
+    torch.manual_seed(0)
+    net = SwinXSeg(1, 3, window_size=(2, 4, 4), decoder_channels=[8, 8, 16, 16, 32, 32], embed_dim=12,
+                   num_heads=(1, 1, 2, 2)).eval()
+    x = torch.randn(1, 1, 32, 32, 64)
+    reference = build_backend("torch-fp32", net, CPU, x, 1)(x)
+    ov = build_backend("openvino-fp32", net, CPU, x, 1)(x)
+    assert ov.shape == reference.shape == (1, 3, 32, 32, 64)
+    assert torch.allclose(reference, ov, atol=1e-3 * max(1.0, float(reference.abs().max())))
