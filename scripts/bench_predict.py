@@ -5,8 +5,9 @@ slices by default), runs in separate processes:
   stock: `nnunet-cdl predict --tiling full` = nnUNetPredictor, step 0.5, mirroring as the trainer allows;
   ours:  `nnunet-cdl predict` with the preset's settings (`--repeats` times, median reported);
 and records per case: wall time of the command, peak RSS of its process tree (sampled sum, which counts pages
-shared after a fork twice) and of its largest process (kernel maximum), per-stage seconds and windows (from
-our JSON record), and organ Dice between the two outputs (and against the phantom's truth).
+shared after a fork twice: nnU-Net's stock predictor forks worker pools) and, for ours, the predictor process's
+own peak (from its JSON record, with the per-stage seconds and windows), and organ Dice between the two outputs
+(and against the phantom's truth).
 
 Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
 CPU budget set by --train-epochs / --train-iterations, bfloat16 autocast where the CPU has it; cached in --work;
@@ -314,7 +315,7 @@ def mean(values) -> str:
 def markdown(rows: list[dict], commands: list[str]) -> str:
     lines = [
         "Commands: " + "; then ".join(f"`{c}`" for c in commands), "",
-        "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (tree / process) | "
+        "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (own / tree) | "
         "windows run/skipped | perfect-model windows (est. network s) | speedup | mean Dice vs stock | "
         "mean Dice vs truth (stock / ours) | geometry |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -326,7 +327,7 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
         lines.append(
             f"| {r['model']} | {r['case']} {tuple(r['shape'])} | {stock.get('wall_s', 'n/a')} | "
             f"{stock.get('peak_rss_mb', 'n/a')} | {r['ours']['wall_s']} | {r['ours'].get('case_s', 'n/a')} | "
-            f"{r['ours']['peak_rss_mb']} / {r['ours'].get('max_process_rss_mb', 'n/a')} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
+            f"{r['ours'].get('record_peak_rss_mb', 'n/a')} / {r['ours']['peak_rss_mb']} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
             f"{perfect.get('run', 'n/a')} ({perfect.get('network_s_estimate', 'n/a')}) | "
             f"{r.get('speedup', 'n/a')} | {r.get('mean_dice_vs_stock', 'n/a')} | "
             f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "

@@ -75,6 +75,13 @@ def test_memory_is_summed_over_the_process_tree() -> None:
     assert measurement.wall_s >= 4 and measurement.rss_area_mb_s > 300
 
 
+def test_launcher_pages_are_not_counted_before_exec() -> None:
+    held = bytearray([1]) * (400 * 2**20)  # the launcher's own pages: a forked child shows them until it exec's
+    measurement = run_measured(f"{PYTHON} -c 'import time; time.sleep(1)'", interval=0.01)
+    assert len(held) and measurement.exit_code == 0
+    assert measurement.peak_rss_mb < 200, measurement
+
+
 def test_timeout_kills_the_whole_tree() -> None:
     measurement = run_measured("sleep 30 & sleep 30; wait", interval=0.05, timeout=0.5)
     assert measurement.timed_out and measurement.exit_code < 0 and measurement.wall_s < 10
