@@ -75,8 +75,9 @@ def test_memory_is_summed_over_the_process_tree() -> None:
     assert measurement.wall_s >= 4 and measurement.rss_area_mb_s > 300
 
 
-def test_launcher_pages_are_not_counted_before_exec() -> None:
-    held = bytearray([1]) * (400 * 2**20)  # the launcher's own pages: a forked child shows them until it exec's
+def test_launcher_pages_are_not_counted() -> None:
+    # The launcher's own pages: a forked child shows them until it exec's; Popen returns only after the exec.
+    held = bytearray([1]) * (400 * 2**20)
     measurement = run_measured(f"{PYTHON} -c 'import time; time.sleep(1)'", interval=0.01)
     assert len(held) and measurement.exit_code == 0
     assert measurement.peak_rss_mb < 200, measurement

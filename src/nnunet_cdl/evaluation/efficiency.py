@@ -73,14 +73,6 @@ def tree_rss_bytes(root: psutil.Process) -> int:
     return total
 
 
-def _has_exec(process: psutil.Process, launcher_cmdline: list[str]) -> bool:
-    """Whether a child forked by this process runs its own program yet (its command line is no longer ours)."""
-    try:
-        return process.cmdline() != launcher_cmdline
-    except psutil.Error:
-        return False
-
-
 def kill_tree(pid: int) -> None:
     """SIGKILL the process group (session) of `pid`, started with `start_new_session=True`."""
     try:
@@ -114,15 +106,12 @@ def run_measured(
         env=None if env is None else dict(env),
     )
     root = psutil.Process(process.pid)
-    launcher = psutil.Process().cmdline()
     peak = area = previous_rss = 0.0
     previous_time = start
-    timed_out = exec_done = False
+    timed_out = False
     try:
         while True:
-            # Until the child has exec'ed the shell it is a copy of this process and its RSS is ours: not sampled.
-            exec_done = exec_done or _has_exec(root, launcher)
-            rss = tree_rss_bytes(root) / MB if exec_done else 0.0
+            rss = tree_rss_bytes(root) / MB
             now = time.perf_counter()
             area += 0.5 * (rss + previous_rss) * (now - previous_time)
             peak, previous_rss, previous_time = max(peak, rss), rss, now
