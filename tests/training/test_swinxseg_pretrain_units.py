@@ -109,9 +109,10 @@ def test_teacher_is_an_exponential_moving_average() -> None:
 def test_views_and_crops() -> None:
     rng = np.random.default_rng(0)
     volume = np.arange(2 * 10 * 20 * 30, dtype=np.float32).reshape(2, 10, 20, 30)
-    crop = crop_patch(volume, (16, 16, 16), rng)
+    crop = crop_patch(volume, (16, 16, 16), [0, 2, 3])
     assert crop.shape == (2, 16, 16, 16)
     assert (crop[:, 10:] == 0).all()  # padded beyond the 10 slices
+    assert np.array_equal(crop[:, :10], volume[:, :10, 2:18, 3:19])
     first, second = overlapping_crops(volume, (8, 8, 8), rng, shift=0.25)
     start = [np.argwhere(volume[0] == c[0, 0, 0, 0])[0] for c in (first, second)]
     assert not np.array_equal(first, second)

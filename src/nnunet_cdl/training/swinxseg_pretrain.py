@@ -52,13 +52,9 @@ class PretrainOptions:
     smit: SmitSettings = field(default_factory=SmitSettings)
 
 
-def crop_patch(volume: Any, patch_size: tuple[int, int, int], rng: np.random.Generator,
-               starts: list[int] | None = None) -> np.ndarray:
-    """(C, pz, py, px) float32 crop of a (C, Z, Y, X) array-like at `starts` (voxels; random when None),
-    zero-padded where the volume is smaller."""
-    shape = volume.shape[1:]
-    if starts is None:
-        starts = [int(rng.integers(0, max(0, s - p) + 1)) for s, p in zip(shape, patch_size)]
+def crop_patch(volume: Any, patch_size: tuple[int, int, int], starts: list[int]) -> np.ndarray:
+    """(C, pz, py, px) float32 crop of a (C, Z, Y, X) array-like at `starts` (voxels), zero-padded where the
+    volume is smaller."""
     region = tuple(slice(a, a + p) for a, p in zip(starts, patch_size))
     crop = np.asarray(volume[(slice(None),) + region], dtype=np.float32)
     out = np.zeros((volume.shape[0], *patch_size), dtype=np.float32)
@@ -76,7 +72,7 @@ def overlapping_crops(volume: Any, patch_size: tuple[int, int, int], rng: np.ran
         int(np.clip(a + rng.integers(-int(shift * p), int(shift * p) + 1), 0, max(0, s - p)))
         for a, s, p in zip(first, shape, patch_size)
     ]
-    return crop_patch(volume, patch_size, rng, first), crop_patch(volume, patch_size, rng, second)
+    return crop_patch(volume, patch_size, first), crop_patch(volume, patch_size, second)
 
 
 def make_views(crops: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
