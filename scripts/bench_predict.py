@@ -137,15 +137,11 @@ def run(command: list[str], env: dict[str, str], log: Path, stop_after_training:
         raise SystemExit(f"failed ({process.returncode}): {' '.join(command)}; see {log}")
 
 
-def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
-    """Train a light U-Net on flare phantoms (fold 0) unless one is cached; returns its model folder."""
-    raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
-    model = results / DATASET / "nnUNetTrainerLightUNet__nnUNetPlansLightUNet__3d_fullres"
-    if (model / "fold_0" / "checkpoint_final.pth").is_file():
-        return model
-    dataset = raw / DATASET
+def make_training_phantoms(dataset: Path, args: argparse.Namespace, count: int) -> None:
+    """The first `count` of the training flare phantoms (--train-slices; the same whatever `count`) as an nnU-Net
+    raw dataset; cases already there are kept."""
     rng = np.random.default_rng(args.seed)
-    for index in range(args.train_cases):
+    for index in range(count):
         case = f"train_{index:03d}"
         slices = int(rng.integers(args.train_slices[0], args.train_slices[1] + 1))
         if (dataset / "labelsTr" / f"{case}.nii.gz").is_file():
@@ -154,9 +150,18 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
         write_volume(dataset / "imagesTr" / f"{case}_0000.nii.gz", image, geometry)
         write_volume(dataset / "labelsTr" / f"{case}.nii.gz", labels.astype(np.uint8), geometry)
     write_json(dataset / "dataset.json", {
-        "channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(), "numTraining": args.train_cases,
+        "channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(), "numTraining": count,
         "file_ending": ".nii.gz",
     })
+
+
+def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
+    """Train a light U-Net on flare phantoms (fold 0) unless one is cached; returns its model folder."""
+    raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
+    model = results / DATASET / "nnUNetTrainerLightUNet__nnUNetPlansLightUNet__3d_fullres"
+    if (model / "fold_0" / "checkpoint_final.pth").is_file():
+        return model
+    make_training_phantoms(raw / DATASET, args, args.train_cases)
     env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
                nnUNet_n_proc_DA=str(args.train_da_processes), nnUNet_cdl_num_epochs=str(args.train_epochs),
                nnUNet_cdl_num_iterations_per_epoch=str(args.train_iterations),
@@ -181,6 +186,8 @@ def train_swinxseg(work: Path, args: argparse.Namespace) -> Path:
     if (model / "fold_all" / "checkpoint_final.pth").is_file():
         return model
     source, dataset = raw / DATASET, raw / SWIN_DATASET
+    existing = len(list((source / "labelsTr").glob("*.nii.gz")))  # the light U-Net's, when it was trained here
+    make_training_phantoms(source, args, max(args.swin_train_cases, existing))
     cases = sorted(p.name[: -len(".nii.gz")] for p in (source / "labelsTr").glob("*.nii.gz"))[: args.swin_train_cases]
     for folder, suffix in (("imagesTr", "_0000.nii.gz"), ("labelsTr", ".nii.gz")):
         (dataset / folder).mkdir(parents=True, exist_ok=True)
