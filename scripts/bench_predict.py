@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,9 @@ def make_cases(folder: Path, slices: list[int], seed: int) -> dict[str, Path]:
 
 def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict | None:
     """Windows our tiling would run if every window predicted the truth (a perfect model), on the network grid
-    of `record` (body box, network shape): the fair window count of a case whatever our model learned.
+    of `record` (body box, network shape): the fair window count of a case whatever our model learned, and what
+    the skipping costs such a model (mean organ Dice of the covered truth against the whole truth), with the
+    preset's rules and with the tube rule off.
 
     The truth (z, y, x) is cropped to the record's body box, resized (nearest) to the network shape, padded as the
     predictor pads, and sent through `plan_tiling` / `run_plan` with a window function that returns its one-hot
@@ -110,15 +113,37 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     patch = tuple(configuration["patch_size"])
     padded, _ = pad_nd_image(torch.from_numpy(labels.astype(np.float32))[None], patch, "constant", {"value": 0},
                              True, None)
-    rules = load_settings().tiling
-    plan = plan_tiling(padded.shape[1:], patch, 0.5, rules)
     classes = len(ORGAN_IDS) + 1
 
     def oracle(window: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.one_hot(window[0, 0].long(), classes).permute(3, 0, 1, 2).float()
 
-    result = run_plan(padded, plan, rules, oracle, classes, use_gaussian=False)
-    return {"run": result.windows_run, "skipped": result.windows_skipped, "grid": result.grid}
+    rules = load_settings().tiling
+    result = {}
+    for suffix, variant in (("", rules), ("_without_tube_rule", replace(rules, tube_rule=False))):
+        run_result = run_plan(padded, plan_tiling(padded.shape[1:], patch, 0.5, variant), variant, oracle, classes,
+                              use_gaussian=False)
+        dice = organ_dice(run_result.labels, padded[0].numpy().astype(np.uint8))
+        result |= {f"run{suffix}": run_result.windows_run, f"skipped{suffix}": run_result.windows_skipped,
+                   f"mean_dice_vs_truth{suffix}": round(float(np.mean(list(dice.values()) or [1.0])), 4)}
+    return {**result, "grid": run_result.grid}
+
+
+def rescore(work: Path) -> None:
+    """Recompute the perfect-model columns of an earlier bench_predict.json in `work` from its records and truth."""
+    data = read_json(work / "bench_predict.json")
+    for row in data["rows"]:
+        if "windows" not in row["ours"]:
+            continue
+        truth, _ = read_labels(work / "cases" / "truth" / f"{row['case']}.nii.gz")
+        perfect = perfect_model_windows(truth, row["ours"], Path(data["models"][row["model"]]).resolve())
+        if perfect:
+            per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
+            row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
+            print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
+    data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
+    write_json(work / "bench_predict.json", data)
+    (work / "bench_predict.md").write_text(markdown(data["rows"], data["commands"]))
 
 
 def run(command: list[str], env: dict[str, str], log: Path, stop_after_training: bool = False) -> None:
@@ -340,6 +365,17 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
             f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "
             f"{'ok' if r['geometry_ok'] else 'MISMATCH'} |"
         )
+    perfect_rows = [r for r in rows if r.get("perfect_model_windows", {}).get("run_without_tube_rule") is not None]
+    if perfect_rows:
+        lines += ["", "Perfect model (the truth through our tiling): windows run and the mean organ Dice of what they "
+                  "cover against the whole truth, tube rule on / off:", "",
+                  "| model | case | windows run (on / off) | skipped (on / off) | Dice of covered truth (on / off) |",
+                  "|---|---|---|---|---|"]
+        for r in perfect_rows:
+            q = r["perfect_model_windows"]
+            lines.append(f"| {r['model']} | {r['case']} | {q['run']} / {q['run_without_tube_rule']} | {q['skipped']} / "
+                         f"{q['skipped_without_tube_rule']} | {q['mean_dice_vs_truth']} / "
+                         f"{q['mean_dice_vs_truth_without_tube_rule']} |")
     stages = [r for r in rows if "seconds" in r["ours"]]
     if stages:
         lines += ["", "Where our time goes (seconds, median run):", "",
@@ -392,6 +428,8 @@ def main() -> int:
     parser.add_argument("--train-only", action="store_true", help="train (or find) the models and stop")
     parser.add_argument("--swin", action="store_true", help="add a barely trained Swin-X Seg line (see above)")
     parser.add_argument("--no-light", action="store_true", help="no light U-Net line (with --swin or --model)")
+    parser.add_argument("--rescore", action="store_true",
+                        help="only recompute the perfect-model columns of the bench_predict.json in --work")
     parser.add_argument("--append", action="store_true",
                         help="keep the rows of models not run now from an earlier bench_predict.json in --work")
     parser.add_argument("--swin-train-cases", type=int, default=2)
@@ -401,6 +439,9 @@ def main() -> int:
     args.train_bf16 = args.train_bf16 and cpu_supports_bf16()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.rescore:
+        rescore(work)
+        return 0
     models = dict(item.split("=", 1) for item in args.model)
     if not models and not args.no_light:
         models = {"light-unet": str(train_light_unet(work, args))}
