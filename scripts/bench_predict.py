@@ -129,6 +129,17 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     return {**result, "grid": run_result.grid}
 
 
+def add_perfect_model(row: dict, truth: np.ndarray, model: Path) -> bool:
+    """Set row["perfect_model_windows"] (with the network seconds those windows would take at our measured time
+    per window) from `perfect_model_windows`; False when it does not apply."""
+    perfect = perfect_model_windows(truth, row["ours"], model)
+    if not perfect:
+        return False
+    per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
+    row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
+    return True
+
+
 def rescore(work: Path) -> None:
     """Recompute the perfect-model columns of an earlier bench_predict.json in `work` from its records and truth."""
     data = read_json(work / "bench_predict.json")
@@ -136,10 +147,7 @@ def rescore(work: Path) -> None:
         if "windows" not in row["ours"]:
             continue
         truth, _ = read_labels(work / "cases" / "truth" / f"{row['case']}.nii.gz")
-        perfect = perfect_model_windows(truth, row["ours"], Path(data["models"][row["model"]]).resolve())
-        if perfect:
-            per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
-            row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
+        if add_perfect_model(row, truth, Path(data["models"][row["model"]]).resolve()):
             print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
     data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
     write_json(work / "bench_predict.json", data)
@@ -180,6 +188,15 @@ def make_training_phantoms(dataset: Path, args: argparse.Namespace, count: int) 
     })
 
 
+def training_env(work: Path, args: argparse.Namespace, **variables: str) -> dict[str, str]:
+    """This process's environment with nnU-Net's folders in `work`, our trainers findable, the thread count, and
+    `variables`."""
+    env = dict(os.environ, nnUNet_raw=str(work / "nnUNet_raw"), nnUNet_preprocessed=str(work / "nnUNet_preprocessed"),
+               nnUNet_results=str(work / "nnUNet_results"), OMP_NUM_THREADS=str(args.threads), **variables)
+    ensure_nnunet_env(env)
+    return env
+
+
 def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
     """Train a light U-Net on flare phantoms (fold 0) unless one is cached; returns its model folder."""
     raw, pre, results = work / "nnUNet_raw", work / "nnUNet_preprocessed", work / "nnUNet_results"
@@ -187,12 +204,9 @@ def train_light_unet(work: Path, args: argparse.Namespace) -> Path:
     if (model / "fold_0" / "checkpoint_final.pth").is_file():
         return model
     make_training_phantoms(raw / DATASET, args, args.train_cases)
-    env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
-               nnUNet_n_proc_DA=str(args.train_da_processes), nnUNet_cdl_num_epochs=str(args.train_epochs),
+    env = training_env(work, args, nnUNet_n_proc_DA=str(args.train_da_processes), nnUNet_cdl_num_epochs=str(args.train_epochs),
                nnUNet_cdl_num_iterations_per_epoch=str(args.train_iterations),
-               nnUNet_cdl_num_val_iterations_per_epoch="2", nnUNet_cdl_cpu_bf16="1" if args.train_bf16 else "0",
-               OMP_NUM_THREADS=str(args.threads))
-    ensure_nnunet_env(env)
+               nnUNet_cdl_num_val_iterations_per_epoch="2", nnUNet_cdl_cpu_bf16="1" if args.train_bf16 else "0")
     print(f"training a light U-Net on {args.train_cases} flare phantoms: {args.train_epochs} epochs x "
           f"{args.train_iterations} iterations, {'bf16' if args.train_bf16 else 'fp32'} (log in {work})", flush=True)
     if not (pre / DATASET / "nnUNetPlansLightUNet_3d_fullres").is_dir():
@@ -224,10 +238,8 @@ def train_swinxseg(work: Path, args: argparse.Namespace) -> Path:
         "channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(), "numTraining": len(cases),
         "file_ending": ".nii.gz",
     })
-    env = dict(os.environ, nnUNet_raw=str(raw), nnUNet_preprocessed=str(pre), nnUNet_results=str(results),
-               nnUNet_n_proc_DA="0", nnUNet_cdl_num_iterations_per_epoch=str(args.swin_iterations),
-               nnUNet_cdl_num_val_iterations_per_epoch="1", OMP_NUM_THREADS=str(args.threads))
-    ensure_nnunet_env(env)
+    env = training_env(work, args, nnUNet_n_proc_DA="0", nnUNet_cdl_num_iterations_per_epoch=str(args.swin_iterations),
+                       nnUNet_cdl_num_val_iterations_per_epoch="1")
     print(f"training Swin-X Seg on {len(cases)} flare phantoms: 1 epoch x {args.swin_iterations} iterations "
           f"(log in {work})", flush=True)
     if not (pre / SWIN_DATASET / "nnUNetPlansSwinXSeg_3d_fullres").is_dir():
@@ -308,10 +320,8 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         ours_labels, ours_geometry = read_labels(work / "out" / label / f"{case}_ours" / f"{case}.nii.gz")
         row["geometry_ok"] = ours_labels.shape == truth.shape and ours_geometry.matches(truth_geometry)
         row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
-        perfect = perfect_model_windows(truth, row["ours"], model) if "windows" in row["ours"] else None
-        if perfect:
-            per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
-            row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
+        if "windows" in row["ours"]:
+            add_perfect_model(row, truth, model)
         if slices <= stock_max_slices:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")

@@ -184,6 +184,14 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise CdlError(f"{path}: not valid JSON ({exc})") from exc
 
 
+def read_json_object(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """`read_json` of a file that must hold a JSON object (`what` names it in the error)."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CdlError(f"{path}: {what} must be a JSON object")
+    return data
+
+
 def case_id_from_label_file(path: Path, file_ending: str = NIFTI_ENDING) -> str:
     """`Case_0001.nii.gz` -> `Case_0001`."""
     return path.name[: -len(file_ending)]

@@ -1,13 +1,10 @@
-"""Cases of an input folder, and input checks per case: each image file must be a readable 3-D single-channel
-image with positive spacing."""
+"""The cases of an input folder."""
 
 from __future__ import annotations
 
 import os
 
 from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder
-
-from nnunet_cdl.io import read_geometry
 
 
 def case_file_lists(folder: str | os.PathLike[str], file_ending: str) -> list[list[str]]:
@@ -19,9 +16,3 @@ def case_file_lists(folder: str | os.PathLike[str], file_ending: str) -> list[li
                    and os.path.isfile(os.path.join(folder, name)))
     return [create_paths_fn(folder, files, file_ending, case)
             for case in get_identifiers_from_splitted_dataset_folder(folder, file_ending)]
-
-
-def check_image_file(path: str | os.PathLike[str]) -> None:
-    """Raise `CdlError` naming `path` when it is missing, unreadable, not 3-D, multi-component, or has a zero
-    or negative spacing (header only; formats SimpleITK cannot read are left to nnU-Net's reader)."""
-    read_geometry(path)

@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.inference.cases import check_image_file
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
 from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb
-from nnunet_cdl.io import atomic_path, write_json
+from nnunet_cdl.io import atomic_path, read_geometry, write_json
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
 
@@ -31,7 +30,7 @@ def read_case(predictor, files: list[str]) -> tuple[np.ndarray, dict]:
     """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem."""
     for path in files:
         if str(path).endswith(SITK_ENDINGS):
-            check_image_file(path)
+            read_geometry(path)  # header checks: 3-D, one component, positive spacing
         elif not Path(path).is_file():
             raise CdlError(f"{path}: file not found")
     reader = predictor.plans_manager.image_reader_writer_class()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.io import read_json
+from nnunet_cdl.io import read_json_object
 
 DEFAULT_PRESET = "light_unet.json"
 
@@ -105,18 +105,11 @@ def default_preset_path() -> Path:
     return Path(str(resources.files("nnunet_cdl") / "configs" / DEFAULT_PRESET))
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CdlError(f"{path}: a preset must be a JSON object of planner values")
-    return data
-
-
 def load_preset(path: str | Path | None = None) -> PlannerPreset:
     """Read a preset; keys missing from `path` are taken from the shipped default. None: the default alone."""
-    values = _read_json_object(default_preset_path())
+    values = read_json_object(default_preset_path(), "a preset of planner values")
     if path is not None:
-        override = _read_json_object(Path(path))
+        override = read_json_object(path, "a preset of planner values")
         unknown = sorted(set(override) - {f.name for f in fields(PlannerPreset)})
         if unknown:
             known = ", ".join(f.name for f in fields(PlannerPreset))

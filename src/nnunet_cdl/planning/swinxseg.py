@@ -32,7 +32,7 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.io import read_json
+from nnunet_cdl.io import read_json_object
 from nnunet_cdl.networks.swinxseg import INPUT_MULTIPLE
 
 CONFIGURATION = "3d_fullres"
@@ -49,18 +49,11 @@ def default_config_path() -> Path:
     return Path(str(resources.files("nnunet_cdl") / "configs" / "swinxseg.json"))
 
 
-def _read_object(path: Path) -> dict[str, Any]:
-    data = read_json(path)
-    if not isinstance(data, dict):
-        raise CdlError(f"{path}: a Swin-X Seg config must be a JSON object")
-    return data
-
-
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """Shipped values, overridden by `path` (any subset; `network` merges key by key), validated."""
-    values = _read_object(default_config_path())
+    values = read_json_object(default_config_path(), "a Swin-X Seg config")
     if path is not None:
-        override = _read_object(Path(path))
+        override = read_json_object(path, "a Swin-X Seg config")
         unknown = sorted(set(override) - PLAN_KEYS) + sorted(set(override.get("network", {})) - NETWORK_KEYS)
         if unknown:
             raise CdlError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {sorted(PLAN_KEYS | NETWORK_KEYS)}")
