@@ -8,7 +8,9 @@ Generates a phantom dataset with `nnunet_cdl.synth.generate_dataset` (or takes o
 - the true Dice of the selected label vs the best, the mean and the worst candidate, and tiers vs generator groups;
 - the misses: how many have the selected label sharing its boundary habit (erode / dilate, from the manifest)
   with another candidate while the truly best label has the other habit, i.e. the best was outvoted by two
-  labelers biased the same way, which agreement alone cannot detect.
+  labelers biased the same way, which agreement alone cannot detect;
+- the refined labels' true Dice against the clean phantom labels for `--refine select` (the paper's) and
+  `--refine vote` (voxel-wise majority), both runs with `--keep-erroneous` so every case has a refined label.
 
     python scripts/eval_selection.py --work eval_work --cases 40 --preset small --seed 0 --num-processes 2
 """
@@ -25,7 +27,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nnunet_cdl.cli import main as cli_main
+from nnunet_cdl.consensus import confusion_matrix, multi_organ_dice
+from nnunet_cdl.io import read_volume
+from nnunet_cdl.labels import LABEL_IDS
 from nnunet_cdl.synth import generate_dataset
+
+REFINE_MODES = ("select", "vote")
 
 TIE = 1e-4
 """Manifest Dice values are rounded to 4 decimals: candidates this close to the best count as best."""
@@ -65,6 +72,27 @@ def miss_analysis(records: list[dict]) -> dict:
             if misses else 0.0}
 
 
+def refined_true_dice(dataset: Path, consensus_folder: Path) -> dict[str, float]:
+    """Case -> multi-organ Dice of the refined label in `consensus_folder`/labelsTr against the clean labelsTr."""
+    num_classes = max(LABEL_IDS.values()) + 1
+    return {
+        label.name.removesuffix(".nii.gz"): multi_organ_dice(confusion_matrix(
+            read_volume(label).array.astype(np.uint8),
+            read_volume(dataset / "labelsTr" / label.name).array.astype(np.uint8), num_classes))
+        for label in sorted((consensus_folder / "labelsTr").glob("*.nii.gz"))
+    }
+
+
+def refinement_summary(records: list[dict], refined: dict[str, dict[str, float]]) -> dict:
+    """Mean true Dice of the refined labels per refine mode, over all cases, the trained tiers and each group."""
+    subsets = {"all": records, "trainable_tiers": [r for r in records if r["tier"] in ("easy", "hard")],
+               **{f"group_{g}": [r for r in records if r["group"] == g] for g in sorted({r["group"] for r in records})}}
+    return {name: {"cases": len(subset), "best_candidate": round(float(np.mean([r["best"] for r in subset])), 4),
+                   **{mode: round(float(np.mean([dice[r["case"]] for r in subset])), 4)
+                      for mode, dice in refined.items()}}
+            for name, subset in subsets.items() if subset}
+
+
 def evaluate(dataset: Path, consensus_folder: Path) -> dict:
     """Selection and ranking quality of a finished consensus run against the manifest of `dataset`."""
     manifest = json.loads((dataset / "manifest.json").read_text())
@@ -96,6 +124,7 @@ def evaluate(dataset: Path, consensus_folder: Path) -> dict:
         "generator_group_vs_tier": confusion,
         "miss_analysis": miss_analysis(records),
         "miss_analysis_trainable_tiers": miss_analysis([r for r in records if r["tier"] in ("easy", "hard")]),
+        "_records": records,
     }
 
 
@@ -117,15 +146,21 @@ def main(argv: list[str] | None = None) -> int:
                                                num_processes=args.num_processes, overwrite=True)
     sources = sorted((dataset / "pseudolabels").iterdir())
     out = args.work / "consensus"
-    code = cli_main(["consensus", "--images", str(dataset / "imagesTr"), "--labels", *map(str, sources),
-                     "--out", str(out), "--dataset-id", str(args.dataset_id + 1), "--ds-mode", args.ds_mode,
-                     "--num-processes", str(args.num_processes), "--overwrite"])
-    if code not in (0, 1):
-        return code
-    folder = next(out.glob(f"Dataset{args.dataset_id + 1:03d}_*"))
+    folders = {}
+    for offset, mode in enumerate(REFINE_MODES, start=1):
+        code = cli_main(["consensus", "--images", str(dataset / "imagesTr"), "--labels", *map(str, sources),
+                         "--out", str(out), "--dataset-id", str(args.dataset_id + offset), "--ds-mode", args.ds_mode,
+                         "--refine", mode, "--keep-erroneous", "--num-processes", str(args.num_processes),
+                         "--overwrite"])
+        if code not in (0, 1):
+            return code
+        folders[mode] = next(out.glob(f"Dataset{args.dataset_id + offset:03d}_*"))
     manifest = json.loads((dataset / "manifest.json").read_text())
     results = {"dataset": str(dataset), "preset": manifest["preset"], "seed": manifest["seed"],
-               "ds_mode": args.ds_mode, **evaluate(dataset, folder)}
+               "ds_mode": args.ds_mode, **evaluate(dataset, folders["select"])}
+    records = results.pop("_records")
+    refined = {mode: refined_true_dice(dataset, folder) for mode, folder in folders.items()}
+    results["refined_label_true_dice"] = refinement_summary(records, refined)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -184,3 +184,22 @@ def test_float_label_files(tmp_path: Path) -> None:
     rows = _rows(tmp_path / "out" / "Dataset011_ToyConsensus")
     assert rows["toy_000"]["error"] == "" and rows["toy_000"]["selected"] == "A"
     assert "non-integer" in rows["toy_001"]["error"] and "toy_001.nii.gz" in rows["toy_001"]["error"]
+
+
+def test_refine_vote_writes_the_majority_and_counts_what_it_changed(tmp_path: Path) -> None:
+    cases = _make_dataset(tmp_path)
+    truth = _truth()
+    a = _erode_organ(truth, 3, 1)  # toy_000: A, B and C now each make a different mistake
+    write_volume(tmp_path / "pseudo" / "A" / "toy_000.nii.gz", a, GEOMETRY)
+    assert cli_main(_argv(tmp_path, "--dataset-name", "Select")) == 0
+    assert cli_main(_argv(tmp_path, "--dataset-name", "Vote", "--refine", "vote")) == 0
+    select, vote = tmp_path / "out" / "Dataset011_Select", tmp_path / "out" / "Dataset011_Vote"
+    rows = _rows(vote)
+    assert list(rows["toy_000"])[-2:] == ["voted", "error"]
+    assert "voted" not in next(iter(_rows(select).values()))
+    for case in cases:  # DS, tiers and the selected source do not depend on the refinement
+        assert {k: v for k, v in rows[case].items() if k != "voted"} == _rows(select)[case]
+    chosen = {"A": a, "B": cases["toy_000"][1], "C": cases["toy_000"][2]}[rows["toy_000"]["selected"]]
+    np.testing.assert_array_equal(read_volume(vote / "labelsTr" / "toy_000.nii.gz").array, truth)
+    assert int(rows["toy_000"]["voted"]) == int(np.count_nonzero(chosen != truth)) > 0
+    assert json.loads((vote / "curriculum.json").read_text())["refine"] == "vote"

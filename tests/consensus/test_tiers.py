@@ -17,7 +17,7 @@ from nnunet_cdl.errors import CdlError
 def test_packaged_config_holds_the_paper_thresholds() -> None:
     config = load_config()
     assert config.thresholds == Thresholds(0.90, 0.80)
-    assert config.ds_mode == "others" and config.tier_mode == "fixed"
+    assert config.ds_mode == "others" and config.tier_mode == "fixed" and config.refine == "select"
 
 
 def test_fixed_tiers_boundaries() -> None:
@@ -50,3 +50,12 @@ def test_overrides_and_validation(tmp_path: Path) -> None:
     with pytest.raises(CdlError, match=str(bad)):
         load_config(bad)
     assert isinstance(load_config(), ConsensusConfig)
+    assert load_config().with_overrides(refine="vote").refine == "vote"
+    with pytest.raises(CdlError, match="refine"):
+        load_config().with_overrides(refine="staple")
+    older = tmp_path / "older.json"  # settings files written before `refine` existed still load
+    older.write_text(json.dumps({"ds_mode": "others", "tier_mode": "fixed", "thresholds": {"easy": 0.9, "hard": 0.8},
+                                 "quantiles": {"easy": 0.5, "hard": 0.1}}))
+    assert load_config(older).refine == "select"
+    older.write_text(json.dumps({**json.loads(older.read_text()), "refine": "vote"}))
+    assert load_config(older).refine == "vote"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import Geometry, atomic_path, read_geometry, read_volume, write_volume
@@ -32,6 +33,8 @@ class CaseJob:
     allowed: tuple[int, ...]
     ds_mode: str
     out_label: Path
+    refine: str = "select"
+    """"select": write the highest-RS candidate; "vote": the voxel-wise majority, ties to that candidate."""
 
 
 @dataclass
@@ -46,6 +49,8 @@ class CaseResult:
     ds: float | None = None
     cleaned: list[int] | None = None
     """Voxels set to 0 by cleaning, per source."""
+    voted: int | None = None
+    """With refine "vote": voxels where the vote differs from the selected candidate."""
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -139,7 +144,10 @@ def _score(job: CaseJob, result: CaseResult) -> None:
     ds = difficulty_score(dice, selected, job.ds_mode, job.challenge)  # type: ignore[arg-type]
     source = job.candidates[selected]
     assert source is not None
-    if cleaned[selected] == 0 and np.issubdtype(file_dtypes[selected], np.integer):
+    if job.refine == "vote":
+        fused, result.voted = majority_vote(labels, num_classes, selected)
+        write_volume(job.out_label, fused, geometries[selected])
+    elif cleaned[selected] == 0 and np.issubdtype(file_dtypes[selected], np.integer):
         with atomic_path(job.out_label) as tmp:
             shutil.copyfile(source, tmp)  # already clean: keep the source file byte for byte
     else:

@@ -16,7 +16,7 @@ from nnunet_cdl.consensus.settings import (
     parse_allowed_labels,
     source_list,
 )
-from nnunet_cdl.consensus.tiers import TIER_MODES, load_config
+from nnunet_cdl.consensus.tiers import REFINE_MODES, TIER_MODES, load_config
 from nnunet_cdl.errors import CdlError
 
 
@@ -41,6 +41,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--ds-mode", choices=DS_MODES, default=None,
                    help="others: mean Dice of the selected label with the other candidates; paper: CDL-UNet Eq. 2 "
                         "(mean with the challenge labels, itself included) [default: from the config, others]")
+    p.add_argument("--refine", choices=REFINE_MODES, default=None,
+                   help="select: the refined label is the highest-RS candidate (CDL-UNet); vote: the voxel-wise "
+                        "majority of the candidates, ties to that candidate; DS and tiers are the same either way "
+                        "[default: from the config, select]")
     p.add_argument("--tier-mode", choices=TIER_MODES, default=None, help="[default: from the config, fixed]")
     p.add_argument("--easy-threshold", type=float, default=None, help="DS >= this is easy [config: 0.90]")
     p.add_argument("--hard-threshold", type=float, default=None, help="DS >= this (and < easy) is hard [config: 0.80]")
@@ -64,7 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> ConsensusSettings:
     allowed = parse_allowed_labels(args.allowed_labels) if args.allowed_labels else None
     labels, extra, ending = labels_and_extra(base, allowed, images)
     config = load_config(args.config).with_overrides(
-        ds_mode=args.ds_mode, tier_mode=args.tier_mode, thresholds_easy=args.easy_threshold,
+        ds_mode=args.ds_mode, tier_mode=args.tier_mode, refine=args.refine, thresholds_easy=args.easy_threshold,
         thresholds_hard=args.hard_threshold, quantiles_easy=args.easy_quantile, quantiles_hard=args.hard_quantile,
     )
     if not 1 <= args.dataset_id <= 999:

@@ -28,7 +28,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def csv_rows(settings: ConsensusSettings, results: Sequence[CaseResult], tiers: Mapping[str, str]) -> list[dict]:
-    """One row per case: case, rs_<source>..., selected, ds, tier, cleaned_<source>..., error."""
+    """One row per case: case, rs_<source>..., selected, ds, tier, cleaned_<source>..., [voted,] error.
+
+    `voted` (only with refine "vote"): voxels where the refined (voted) label differs from the selected candidate.
+    """
     names = [s.name for s in settings.sources]
     rows = []
     for r in results:
@@ -38,6 +41,8 @@ def csv_rows(settings: ConsensusSettings, results: Sequence[CaseResult], tiers: 
         row["ds"] = "" if r.ds is None else f"{r.ds:.6f}"
         row["tier"] = tiers.get(r.case, ERROR_TIER)
         row.update({f"cleaned_{n}": "" if r.cleaned is None else r.cleaned[i] for i, n in enumerate(names)})
+        if settings.config.refine == "vote":
+            row["voted"] = "" if r.voted is None else r.voted
         row["error"] = r.error or ""
         rows.append(row)
     return rows
@@ -106,6 +111,7 @@ def write_dataset(settings: ConsensusSettings, results: Sequence[CaseResult], st
             tmp / CURRICULUM_FILE, {t: [c for c, ct in tiers.items() if ct == t] for t in TIERS}, dataset_cases,
             thresholds, {
                 "ds_mode": settings.config.ds_mode, "tier_mode": settings.config.tier_mode,
+                "refine": settings.config.refine,
                 "quantiles": ({"easy": settings.config.quantiles.easy, "hard": settings.config.quantiles.hard}
                               if settings.config.tier_mode == "quantile" else None),
                 "sources": [{"name": s.name, "kind": s.kind} for s in settings.sources],

@@ -54,7 +54,7 @@ def run_part(settings: ConsensusSettings, num_parts: int, part_id: int, num_proc
                 case=case, image=images.get(case), candidates=tuple(src.get(case) for src in per_source),
                 source_names=tuple(s.name for s in settings.sources), challenge=settings.challenge,
                 selectable=settings.selectable, allowed=settings.allowed, ds_mode=settings.config.ds_mode,
-                out_label=tmp / "labels" / f"{case}{settings.file_ending}",
+                out_label=tmp / "labels" / f"{case}{settings.file_ending}", refine=settings.config.refine,
             )
             for case in mine
         ]

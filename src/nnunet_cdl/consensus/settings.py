@@ -68,7 +68,7 @@ class ConsensusSettings:
             "images": str(self.images), "out": str(self.out), "dataset_id": self.dataset_id,
             "dataset_name": self.dataset_name, "labels": self.labels, "file_ending": self.file_ending,
             "sources": [{"name": s.name, "folder": str(s.folder), "kind": s.kind} for s in self.sources],
-            "config": {"ds_mode": c.ds_mode, "tier_mode": c.tier_mode,
+            "config": {"ds_mode": c.ds_mode, "tier_mode": c.tier_mode, "refine": c.refine,
                        "thresholds": {"easy": c.thresholds.easy, "hard": c.thresholds.hard},
                        "quantiles": {"easy": c.quantiles.easy, "hard": c.quantiles.hard}},
             "dataset_json_extra": self.dataset_json_extra, "keep_erroneous": self.keep_erroneous,
@@ -79,7 +79,8 @@ class ConsensusSettings:
     def from_json(cls, d: dict[str, Any]) -> ConsensusSettings:
         c = d["config"]
         config = ConsensusConfig(
-            c["ds_mode"], c["tier_mode"], Thresholds(**c["thresholds"]), Thresholds(**c["quantiles"])
+            c["ds_mode"], c["tier_mode"], Thresholds(**c["thresholds"]), Thresholds(**c["quantiles"]),
+            c.get("refine", "select"),
         )
         return cls(
             images=Path(d["images"]), out=Path(d["out"]), dataset_id=int(d["dataset_id"]),

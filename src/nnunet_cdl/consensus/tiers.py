@@ -17,6 +17,8 @@ from nnunet_cdl.io import read_json
 TIERS: tuple[str, ...] = ("easy", "hard", "erroneous")
 TRAINABLE_TIERS: tuple[str, ...] = ("easy", "hard")
 TIER_MODES: tuple[str, ...] = ("fixed", "quantile")
+REFINE_MODES: tuple[str, ...] = ("select", "vote")
+"""How the refined label is made: the highest-RS candidate (CDL-UNet), or a voxel-wise majority vote."""
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "consensus.json"
 
 
@@ -41,11 +43,12 @@ class ConsensusConfig:
     thresholds: Thresholds
     quantiles: Thresholds
     """In quantile mode: the easy / hard thresholds are these quantiles of the cases' DS distribution."""
+    refine: str = "select"
 
     def with_overrides(self, **changes: Any) -> ConsensusConfig:
         """A copy with the non-None keyword values replaced (thresholds / quantiles given as floats by role)."""
         out = self
-        for key in ("ds_mode", "tier_mode"):
+        for key in ("ds_mode", "tier_mode", "refine"):
             if changes.get(key) is not None:
                 out = replace(out, **{key: changes[key]})
         for key in ("thresholds", "quantiles"):
@@ -62,6 +65,8 @@ class ConsensusConfig:
             raise CdlError(f"ds_mode {self.ds_mode!r} is not one of {DS_MODES}")
         if self.tier_mode not in TIER_MODES:
             raise CdlError(f"tier_mode {self.tier_mode!r} is not one of {TIER_MODES}")
+        if self.refine not in REFINE_MODES:
+            raise CdlError(f"refine {self.refine!r} is not one of {REFINE_MODES}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ConsensusConfig:
@@ -74,10 +79,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConsensusConfig:
             tier_mode=str(data["tier_mode"]),
             thresholds=Thresholds(float(data["thresholds"]["easy"]), float(data["thresholds"]["hard"])),
             quantiles=Thresholds(float(data["quantiles"]["easy"]), float(data["quantiles"]["hard"])),
+            refine=str(data.get("refine", "select")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CdlError(
-            f"{path}: expected ds_mode, tier_mode, thresholds.easy/hard, quantiles.easy/hard ({exc!r})"
+            f"{path}: expected ds_mode, tier_mode, thresholds.easy/hard, quantiles.easy/hard, optional refine "
+            f"({exc!r})"
         ) from exc
     except CdlError as exc:
         raise CdlError(f"{path}: {exc}") from exc
