@@ -6,7 +6,8 @@ Every arm trains the light U-Net for the same epochs x iterations x batch (fold 
 generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map), and
 `nnunet-cdl evaluate` adds FLARE's DSC / NSD (all 13 organs per case) and the DSC per organ.
 
-Tiers use configs/consensus.json's thresholds unless --easy-threshold/--hard-threshold are given. For CPU the
+Tiers use configs/consensus.json's thresholds unless --easy-threshold/--hard-threshold are given; `--refine vote`
+gives arms (b)-(d) the voxel-wise majority labels instead of the selected ones (tiers stay the same). For CPU the
 planner preset is shrunk (--patch, --spacing, --features); the run is small and says so.
 
     nice -n 10 python scripts/ablation_curriculum.py --work ablation_work --cases 16 --test-cases 4 --epochs 15
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, nargs=3, default=[16, 48, 48])
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
+    p.add_argument("--refine", choices=("select", "vote"), default="select",
+                   help="refined labels of the consensus arms: the selected candidate (paper) or the majority vote")
     p.add_argument("--arms", default="abcd", help="which arms to run")
     p.add_argument("--device", default="cpu", help="torch device for training and prediction (cpu, cuda)")
     p.add_argument("--reuse-preprocessed", action="store_true",
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     random_source_dataset(raw, source, 871, args.seed)
     code = cli_main(["consensus", "--images", str(source / "imagesTr"), "--labels",
                      *map(str, sorted((source / "pseudolabels").iterdir())), "--out", str(raw), "--dataset-id", "872",
-                     "--dataset-name", "AblationConsensus", "--overwrite",
+                     "--dataset-name", "AblationConsensus", "--refine", args.refine, "--overwrite",
                      *(["--easy-threshold", str(args.easy_threshold)] if args.easy_threshold is not None else []),
                      *(["--hard-threshold", str(args.hard_threshold)] if args.hard_threshold is not None else [])])
     if code not in (0, 1):
