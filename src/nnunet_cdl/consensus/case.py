@@ -34,7 +34,7 @@ class CaseJob:
     ds_mode: str
     out_label: Path
     refine: str = "select"
-    """"select": write the highest-RS candidate; "vote": the voxel-wise majority, ties to that candidate."""
+    """How the refined label is made: the highest-RS candidate ("select") or the voxel-wise majority ("vote")."""
 
 
 @dataclass
