@@ -100,8 +100,8 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     preset's rules and with the tube rule off.
 
     The truth (z, y, x) is cropped to the record's body box, resized (nearest) to the network shape, padded as the
-    predictor pads, and sent through `plan_tiling` / `run_plan` with a window function that returns its one-hot
-    labels. None for plans that reorient the image (the label grid would differ) or without a record.
+    predictor pads, and sent through `plan_tiling` (at the record's step size) / `run_plan` with a window function
+    that returns its one-hot labels. None for plans that reorient the image (the label grid would differ) or without a record.
     """
     plans = read_json(model / "plans.json")
     configuration = plans["configurations"]["3d_fullres"]
@@ -121,8 +121,8 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     rules = load_settings().tiling
     result = {}
     for suffix, variant in (("", rules), ("_without_tube_rule", replace(rules, tube_rule=False))):
-        run_result = run_plan(padded, plan_tiling(padded.shape[1:], patch, 0.5, variant), variant, oracle, classes,
-                              use_gaussian=False)
+        plan = plan_tiling(padded.shape[1:], patch, record["windows"].get("step_size", 0.5), variant)
+        run_result = run_plan(padded, plan, variant, oracle, classes, use_gaussian=False)
         dice = organ_dice(run_result.labels, padded[0].numpy().astype(np.uint8))
         result |= {f"run{suffix}": run_result.windows_run, f"skipped{suffix}": run_result.windows_skipped,
                    f"mean_dice_vs_truth{suffix}": round(float(np.mean(list(dice.values()) or [1.0])), 4)}

@@ -60,7 +60,8 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
     folder, images = inputs
     out, record = tmp_path / "out", tmp_path / "record"
     argv = ["predict", "-i", str(folder), "-o", str(out), "-m", str(trained_light_unet.model_folder), "-f", "0",
-            "--threads", "2", "--record", str(record), "--backend", "torch-fp32", "--disable_progress_bar"]
+            "--threads", "2", "--record", str(record), "--backend", "torch-fp32", "--disable_progress_bar",
+            "-step_size", "0.6"]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert "2 of 4 case(s) failed: broken, flat" in err
@@ -68,7 +69,7 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
     for case, image in images.items():
         assert_same_grid(out / f"{case}.nii.gz", image)
         data = json.loads((record / f"{case}.json").read_text())
-        assert data["status"] == "ok" and data["windows"]["run"] >= 1
+        assert data["status"] == "ok" and data["windows"]["run"] >= 1 and data["windows"]["step_size"] == 0.6
         assert set(data["seconds"]) == {"reading", "preprocessing", "network", "exporting", "writing", "total"}
         assert data["peak_rss_mb"] > 0
     assert json.loads((record / "flat.json").read_text())["status"] == "failed"

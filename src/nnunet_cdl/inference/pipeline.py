@@ -72,6 +72,7 @@ def predict_case(predictor, files: list[str], output_truncated: str | None, save
         result = predictor.adaptive_sliding_window(network_input, keep_logits=not fast or save_probabilities)
         record.windows = {
             "grid": result.grid,
+            "step_size": predictor.tile_step_size,
             "planned": result.windows_planned,
             "run": result.windows_run,
             "skipped": result.windows_skipped,
