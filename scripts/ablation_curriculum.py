@@ -31,6 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 from nnunet_cdl.cli import main as cli_main  # noqa: E402
 from nnunet_cdl.consensus.schedule import Phase  # noqa: E402
 from nnunet_cdl.consensus.scores import confusion_matrix, multi_organ_dice  # noqa: E402
+from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, REFINE_MODES  # noqa: E402
 from nnunet_cdl.io import read_json, read_volume, write_json, write_volume  # noqa: E402
 from nnunet_cdl.synth import clean_labels, generate_dataset  # noqa: E402
 from nnunet_cdl.training.curriculum import nnUNetTrainerCDL  # noqa: E402
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, nargs=3, default=[16, 48, 48])
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
-    p.add_argument("--refine", choices=("select", "vote"), default="select",
+    p.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE,
                    help="refined labels of the consensus arms: the selected candidate (paper) or the majority vote")
     p.add_argument("--arms", default="abcd", help="which arms to run")
     p.add_argument("--device", default="cpu", help="torch device for training and prediction (cpu, cuda)")

@@ -26,6 +26,7 @@ import psutil
 from nnunet_cdl.consensus.case import load_candidate
 from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import pairwise_dice, reliability_scores
+from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, REFINE_MODES
 from nnunet_cdl.io import write_volume
 from nnunet_cdl.synth import corrupt_label, synth_case
 
@@ -107,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantoms", type=int, default=2, help="distinct phantoms (generation is slow; cases reuse them)")
     p.add_argument("--slices", type=int, default=300)
     p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--refine", choices=("select", "vote"), default="select")
+    p.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     images = make_cases(args.work, args.cases, min(args.phantoms, args.cases), args.slices)
     out = args.work / "out"
     command = [sys.executable, "-m", "nnunet_cdl.cli", "consensus", "--images", str(images), "--labels",
                *(str(args.work / "pseudo" / f"source_{s + 1}") for s in range(3)), "--out", str(out),
-               "--dataset-id", "991", "--num-processes", str(args.num_processes), "--refine", args.refine, "--overwrite"]
+               "--dataset-id", "991", "--num-processes", str(args.num_processes), "--refine", args.refine,
+               "--overwrite"]
     load_before = os.getloadavg()[0]
     code, wall, cpu, peak_mib, stderr = run_measured(command)
     if code not in (0, 1):

@@ -27,12 +27,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nnunet_cdl.cli import main as cli_main
-from nnunet_cdl.consensus import confusion_matrix, multi_organ_dice
+from nnunet_cdl.consensus import TRAINABLE_TIERS, confusion_matrix, multi_organ_dice
+from nnunet_cdl.consensus.tiers import REFINE_MODES
 from nnunet_cdl.io import read_volume
-from nnunet_cdl.labels import LABEL_IDS
+from nnunet_cdl.labels import NUM_CLASSES
 from nnunet_cdl.synth import generate_dataset
-
-REFINE_MODES = ("select", "vote")
 
 TIE = 1e-4
 """Manifest Dice values are rounded to 4 decimals: candidates this close to the best count as best."""
@@ -74,18 +73,17 @@ def miss_analysis(records: list[dict]) -> dict:
 
 def refined_true_dice(dataset: Path, consensus_folder: Path) -> dict[str, float]:
     """Case -> multi-organ Dice of the refined label in `consensus_folder`/labelsTr against the clean labelsTr."""
-    num_classes = max(LABEL_IDS.values()) + 1
     return {
         label.name.removesuffix(".nii.gz"): multi_organ_dice(confusion_matrix(
             read_volume(label).array.astype(np.uint8),
-            read_volume(dataset / "labelsTr" / label.name).array.astype(np.uint8), num_classes))
+            read_volume(dataset / "labelsTr" / label.name).array.astype(np.uint8), NUM_CLASSES))
         for label in sorted((consensus_folder / "labelsTr").glob("*.nii.gz"))
     }
 
 
 def refinement_summary(records: list[dict], refined: dict[str, dict[str, float]]) -> dict:
     """Mean true Dice of the refined labels per refine mode, over all cases, the trained tiers and each group."""
-    subsets = {"all": records, "trainable_tiers": [r for r in records if r["tier"] in ("easy", "hard")],
+    subsets = {"all": records, "trainable_tiers": [r for r in records if r["tier"] in TRAINABLE_TIERS],
                **{f"group_{g}": [r for r in records if r["group"] == g] for g in sorted({r["group"] for r in records})}}
     return {name: {"cases": len(subset), "best_candidate": round(float(np.mean([r["best"] for r in subset])), 4),
                    **{mode: round(float(np.mean([dice[r["case"]] for r in subset])), 4)
@@ -93,11 +91,9 @@ def refinement_summary(records: list[dict], refined: dict[str, dict[str, float]]
             for name, subset in subsets.items() if subset}
 
 
-def evaluate(dataset: Path, consensus_folder: Path) -> dict:
-    """Selection and ranking quality of a finished consensus run against the manifest of `dataset`."""
-    manifest = json.loads((dataset / "manifest.json").read_text())
-    with open(consensus_folder / "consensus.csv") as handle:
-        rows = {row["case"]: row for row in csv.DictReader(handle)}
+def case_records(manifest: dict, rows: dict[str, dict]) -> list[dict]:
+    """Per scored case of a consensus.csv (`rows`): tier, DS and the true Dice of the selected, best and mean
+    candidate, the selected and best source, and each source's boundary habit, from the generator `manifest`."""
     records = []
     for case, row in rows.items():
         if row["error"]:
@@ -109,22 +105,26 @@ def evaluate(dataset: Path, consensus_folder: Path) -> dict:
                         "mean": float(np.mean(list(truth.values()))), "selected_source": row["selected"],
                         "best_source": max(truth, key=truth.get),
                         "habits": {name: boundary_habit(record) for name, record in sources.items()}})
+    return records
+
+
+def evaluate(records: list[dict]) -> dict:
+    """Selection and ranking quality over the `case_records` of a finished consensus run."""
     ds, mean = [r["ds"] for r in records], [r["mean"] for r in records]
     rho = float(spearmanr(ds, mean).statistic) if len(ds) > 2 else float("nan")
     confusion: dict[str, dict[str, int]] = {}
     for r in records:
         confusion.setdefault(r["group"], {}).setdefault(r["tier"], 0)
         confusion[r["group"]][r["tier"]] += 1
+    trained = [r for r in records if r["tier"] in TRAINABLE_TIERS]
     return {
-        "failed": sum(1 for row in rows.values() if row["error"]),
         **_summary(records),
         "spearman_ds_vs_true_mean_dice": round(rho, 4),
-        "trainable_tiers": _summary([r for r in records if r["tier"] in ("easy", "hard")]),
+        "trainable_tiers": _summary(trained),
         "by_generator_group": {g: _summary([r for r in records if r["group"] == g]) for g in sorted(confusion)},
         "generator_group_vs_tier": confusion,
         "miss_analysis": miss_analysis(records),
-        "miss_analysis_trainable_tiers": miss_analysis([r for r in records if r["tier"] in ("easy", "hard")]),
-        "_records": records,
+        "miss_analysis_trainable_tiers": miss_analysis(trained),
     }
 
 
@@ -156,11 +156,13 @@ def main(argv: list[str] | None = None) -> int:
             return code
         folders[mode] = next(out.glob(f"Dataset{args.dataset_id + offset:03d}_*"))
     manifest = json.loads((dataset / "manifest.json").read_text())
-    results = {"dataset": str(dataset), "preset": manifest["preset"], "seed": manifest["seed"],
-               "ds_mode": args.ds_mode, **evaluate(dataset, folders["select"])}
-    records = results.pop("_records")
+    with open(folders["select"] / "consensus.csv") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    records = case_records(manifest, rows)
     refined = {mode: refined_true_dice(dataset, folder) for mode, folder in folders.items()}
-    results["refined_label_true_dice"] = refinement_summary(records, refined)
+    results = {"dataset": str(dataset), "preset": manifest["preset"], "seed": manifest["seed"],
+               "ds_mode": args.ds_mode, "failed": sum(1 for row in rows.values() if row["error"]),
+               **evaluate(records), "refined_label_true_dice": refinement_summary(records, refined)}
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

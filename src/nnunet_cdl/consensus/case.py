@@ -33,7 +33,7 @@ class CaseJob:
     allowed: tuple[int, ...]
     ds_mode: str
     out_label: Path
-    refine: str = "select"
+    refine: str
     """How the refined label is made: the highest-RS candidate ("select") or the voxel-wise majority ("vote")."""
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnunet_cdl.consensus.tiers import ConsensusConfig, Thresholds
+from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, ConsensusConfig, Thresholds
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import NIFTI_ENDING, read_json
 from nnunet_cdl.labels import nnunet_labels_dict
@@ -80,7 +80,7 @@ class ConsensusSettings:
         c = d["config"]
         config = ConsensusConfig(
             c["ds_mode"], c["tier_mode"], Thresholds(**c["thresholds"]), Thresholds(**c["quantiles"]),
-            c.get("refine", "select"),
+            c.get("refine", DEFAULT_REFINE),
         )
         return cls(
             images=Path(d["images"]), out=Path(d["out"]), dataset_id=int(d["dataset_id"]),

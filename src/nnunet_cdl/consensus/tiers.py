@@ -19,6 +19,8 @@ TRAINABLE_TIERS: tuple[str, ...] = ("easy", "hard")
 TIER_MODES: tuple[str, ...] = ("fixed", "quantile")
 REFINE_MODES: tuple[str, ...] = ("select", "vote")
 """How the refined label is made: the highest-RS candidate (CDL-UNet), or a voxel-wise majority vote."""
+DEFAULT_REFINE = "select"
+"""Used when a settings or part file predates `refine`."""
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "consensus.json"
 
 
@@ -43,7 +45,7 @@ class ConsensusConfig:
     thresholds: Thresholds
     quantiles: Thresholds
     """In quantile mode: the easy / hard thresholds are these quantiles of the cases' DS distribution."""
-    refine: str = "select"
+    refine: str
 
     def with_overrides(self, **changes: Any) -> ConsensusConfig:
         """A copy with the non-None keyword values replaced (thresholds / quantiles given as floats by role)."""
@@ -79,7 +81,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConsensusConfig:
             tier_mode=str(data["tier_mode"]),
             thresholds=Thresholds(float(data["thresholds"]["easy"]), float(data["thresholds"]["hard"])),
             quantiles=Thresholds(float(data["quantiles"]["easy"]), float(data["quantiles"]["hard"])),
-            refine=str(data.get("refine", "select")),
+            refine=str(data.get("refine", DEFAULT_REFINE)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CdlError(
