@@ -33,7 +33,8 @@ from nnunet_cdl.consensus.schedule import Phase  # noqa: E402
 from nnunet_cdl.consensus.scores import confusion_matrix, multi_organ_dice  # noqa: E402
 from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, REFINE_MODES  # noqa: E402
 from nnunet_cdl.io import read_json, read_volume, write_json, write_volume  # noqa: E402
-from nnunet_cdl.synth import clean_labels, generate_dataset  # noqa: E402
+from nnunet_cdl.consensus import clean_labels  # noqa: E402
+from nnunet_cdl.synth import generate_dataset  # noqa: E402
 from nnunet_cdl.training.curriculum import nnUNetTrainerCDL  # noqa: E402
 from nnunet_cdl.training.light_unet import nnUNetTrainerLightUNet  # noqa: E402
 

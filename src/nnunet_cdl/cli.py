@@ -15,7 +15,7 @@ from nnunet_cdl.errors import CdlError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("nnunet_cdl.synth.cli", "generate a synthetic abdominal CT dataset with noisy pseudo-labels"),
-    "clean-labels": ("nnunet_cdl.synth.clean_cli", "map label values outside the dataset's labels to 0"),
+    "clean-labels": ("nnunet_cdl.consensus.clean_cli", "map label values outside the dataset's labels to 0"),
     "consensus": ("nnunet_cdl.consensus.cli", "refine several pseudo-label sets into one dataset with difficulty tiers"),
     "consensus-merge": ("nnunet_cdl.consensus.merge_cli", "merge the parts of a `consensus --num-parts N` run"),
     "merge-partial": ("nnunet_cdl.consensus.partial_cli", "fill the organs a partial label lacks from a teacher"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunet_cdl.synth import CORRUPTIONS, clean_labels, corrupt_label, multi_organ_dice, synth_case
+from nnunet_cdl.consensus import clean_labels
+from nnunet_cdl.synth import CORRUPTIONS, corrupt_label, multi_organ_dice, synth_case
 from nnunet_cdl.synth.labelers import simulate_source
 
 SEVERITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

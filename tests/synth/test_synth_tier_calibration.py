@@ -23,7 +23,7 @@ from nnunet_cdl.consensus import (
 )
 from nnunet_cdl.io import read_volume
 from nnunet_cdl.labels import NUM_CLASSES
-from nnunet_cdl.synth import clean_labels
+from nnunet_cdl.consensus import clean_labels
 
 TIER_OF_GROUP = {"easy": "easy", "hard": "hard", "broken": "erroneous"}
 

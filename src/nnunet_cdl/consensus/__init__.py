@@ -1,5 +1,7 @@
-"""Label consensus (CDL-UNet's reliability and difficulty scores), curriculum files, and partial-label merging."""
+"""Tools for real labels: cleaning, consensus (CDL-UNet's reliability and difficulty scores), curriculum files,
+and partial-label merging."""
 
+from nnunet_cdl.consensus.clean import clean_labels
 from nnunet_cdl.consensus.curriculum_file import CURRICULUM_FILE, Curriculum, case_fingerprint, read_curriculum
 from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import (
@@ -14,6 +16,6 @@ from nnunet_cdl.consensus.tiers import TIERS, TRAINABLE_TIERS, Thresholds, assig
 
 __all__ = [
     "CURRICULUM_FILE", "TIERS", "TRAINABLE_TIERS", "Curriculum", "Thresholds", "assign_tier", "assign_tiers",
-    "case_fingerprint", "confusion_matrix", "difficulty_score", "load_config", "majority_vote", "multi_organ_dice",
+    "case_fingerprint", "clean_labels", "confusion_matrix", "difficulty_score", "load_config", "majority_vote", "multi_organ_dice",
     "pairwise_dice", "read_curriculum", "reliability_scores", "select_candidate",
 ]

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from nnunet_cdl.consensus.clean import clean_labels
 from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
 from nnunet_cdl.errors import CdlError
@@ -90,8 +91,6 @@ def already_clean(label: np.ndarray, allowed: tuple[int, ...]) -> bool:
 
 def load_candidate(path: Path, allowed: tuple[int, ...]) -> tuple[np.ndarray, Geometry, int, np.dtype]:
     """Read and clean one candidate: (label (z, y, x) uint8/uint16, geometry, voxels cleaned, file dtype)."""
-    from nnunet_cdl.synth import clean_labels
-
     volume = read_volume(path)
     file_dtype = volume.array.dtype
     array = volume.array

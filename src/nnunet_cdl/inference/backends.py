@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import platform
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nnunet_cdl.cpu import cpu_supports_bf16
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
 
@@ -31,14 +31,6 @@ Backend = Callable[[torch.Tensor], torch.Tensor]
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bfloat16 arithmetic (x86 AVX512-BF16 / AMX, or arm64 with bf16)."""
-    if platform.system() == "Linux" and Path("/proc/cpuinfo").is_file():
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-        return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))
-    return platform.machine() == "arm64"
 
 
 def available_backends(device: torch.device) -> list[str]:

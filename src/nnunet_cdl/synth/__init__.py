@@ -1,10 +1,10 @@
-"""Synthetic abdominal CT phantoms with simulated pseudo-labelers, and label cleaning.
+"""Synthetic abdominal CT phantoms with simulated pseudo-labelers.
 
 Public API: `synth_case`, `generate_dataset`, the corruption functions (`corrupt_label` and one per kind),
-`multi_organ_dice` and `clean_labels`. See docs/synth.md.
+`multi_organ_dice`. See docs/synth.md (label cleaning, the paper's step for real labels, is in
+`nnunet_cdl.consensus.clean`).
 """
 
-from nnunet_cdl.synth.clean import clean_labels
 from nnunet_cdl.synth.corruption import (
     CORRUPTIONS,
     boundary,
@@ -23,7 +23,6 @@ from nnunet_cdl.synth.phantom import synth_case, synth_case_with_info
 __all__ = [
     "CORRUPTIONS",
     "boundary",
-    "clean_labels",
     "corrupt_label",
     "drop_organs",
     "generate_dataset",

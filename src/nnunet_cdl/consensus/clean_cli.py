@@ -17,7 +17,7 @@ import numpy as np
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import NIFTI_ENDING, atomic_directory, atomic_path, read_json, read_volume, write_volume
 from nnunet_cdl.parallel import parallel_map
-from nnunet_cdl.synth.clean import allowed_from_dataset_json, clean_labels, parse_label_spec
+from nnunet_cdl.consensus.clean import allowed_from_dataset_json, clean_labels, parse_label_spec
 
 REPORT_NAME = "clean_labels.csv"
 REPORT_COLUMNS = ("file", "voxels_changed", "values_removed")
