@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,14 @@ from nnunet_cdl.training.light_unet import (
     ElasticMagnitude,
     TrainingSchedule,
     enable_elastic_deformation,
+    epoch_costs,
+    epochs_within_budget,
+    flag_from_env,
     nnUNetTrainerLightUNet,
     nnUNetTrainerLightUNet_1epoch,
     nnUNetTrainerLightUNet_5epochs,
     schedule_from_env,
+    time_budget_from_env,
 )
 
 LABELS = {"background": 0, **{f"organ{i}": i for i in range(1, 14)}}
@@ -169,3 +174,52 @@ def test_cpu_bf16_is_off_by_default_and_refused_without_native_support(trainer, 
     monkeypatch.setenv("nnUNet_cdl_cpu_bf16", "maybe")
     with pytest.raises(CdlError, match="must be 1 or 0"):
         trainer()
+
+
+def test_epoch_costs_count_overhead_but_not_pauses_between_runs() -> None:
+    starts, ends = [0.0, 10.0, 20.0, 1000.0], [9.0, 19.0, 29.0, 1009.0]
+    assert epoch_costs(starts, ends, now=1010.0) == [10.0, 10.0, 9.0, 10.0]
+
+
+def test_epochs_within_budget() -> None:
+    assert epochs_within_budget([], 100.0, 50) == 50
+    assert epochs_within_budget([10.0] * 3, 100.0, 50) == 10
+    assert epochs_within_budget([10.0] * 3, 100.0, 8) == 8  # capped by the schedule
+    assert epochs_within_budget([10.0] * 12, 100.0, 50) == 12  # over budget: stop now
+    assert epochs_within_budget([30.0, 5.0, 5.0, 5.0, 5.0, 5.0], 100.0, 50) == 15  # recent cost, not the first epoch
+
+
+def test_budget_and_final_validation_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert time_budget_from_env({}) is None
+    assert time_budget_from_env({"nnUNet_cdl_time_budget_min": "1.5"}) == 90.0
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(CdlError, match="must be a positive number"):
+            time_budget_from_env({"nnUNet_cdl_time_budget_min": bad})
+    assert flag_from_env({}, "X", True) is True
+    assert flag_from_env({"X": "0"}, "X", True) is False
+    with pytest.raises(CdlError, match="must be 1 or 0"):
+        flag_from_env({"X": "perhaps"}, "X", True)
+
+
+def test_time_budget_ends_training_and_stretches_the_poly_decay(trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("nnUNet_cdl_time_budget_min", "1")
+    t = trainer()
+    assert t.time_budget_s == 60.0 and t.max_num_epochs == 1000
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], 0.01)
+    t.lr_scheduler = PolyLRScheduler(optimizer, 0.01, t.num_epochs)
+    now = time.time()
+    for epoch, start in enumerate((now - 25.0, now - 15.0, now - 5.0)):
+        t.logger.log("epoch_start_timestamps", start, epoch)
+        t.logger.log("epoch_end_timestamps", start + 4.0, epoch)
+    t.fit_epochs_to_budget()
+    assert t.num_epochs == 6 and t.lr_scheduler.max_steps == 6
+
+
+def test_short_variants_skip_the_final_validation(trainer, monkeypatch: pytest.MonkeyPatch) -> None:
+    one = trainer(nnUNetTrainerLightUNet_1epoch)
+    assert one.final_validation is False
+    one.perform_actual_validation()
+    assert "final validation skipped" in Path(one.log_file).read_text()
+    assert trainer().final_validation is True
+    monkeypatch.setenv("nnUNet_cdl_final_validation", "0")
+    assert trainer().final_validation is False

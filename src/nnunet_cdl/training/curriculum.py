@@ -114,9 +114,11 @@ class nnUNetTrainerCDL(nnUNetTrainerLightUNet):
 
 
 class nnUNetTrainerCDL_5epochs(nnUNetTrainerCDL):
-    """Short CPU run: 5 epochs (2 easy, 3 easy + hard) of 4 training and 2 validation iterations."""
+    """Short CPU run: 5 epochs (2 easy, 3 easy + hard) of 4 training and 2 validation iterations, no final
+    validation."""
 
     schedule = TrainingSchedule(num_epochs=5, num_iterations_per_epoch=4, num_val_iterations_per_epoch=2)
+    final_validation = False
 
 
 class nnUNetTrainerCDL_50epochs(nnUNetTrainerCDL):

@@ -9,6 +9,14 @@ own `build_network_architecture`.
 Length of training: each class has a `schedule`; the environment variables in `SCHEDULE_VARIABLES` override it
 (e.g. `nnUNet_cdl_num_epochs=200 nnUNetv2_train ... -tr nnUNetTrainerLightUNet`). The override is logged.
 
+Wall-clock budget: `nnUNet_cdl_time_budget_min=M` ends training after about M minutes of epochs (counted from
+the epochs in the training log, so a run resumed with `--c` keeps its earlier time; pauses between runs do not
+count). After every epoch the total number of epochs is re-estimated from the recent epoch cost, capped by the
+schedule, and the poly learning-rate decay is stretched or shrunk to end with it.
+
+Final validation: nnU-Net predicts every validation case with its stock predictor after training (minutes per
+case on a CPU). `final_validation = False` (the short variants) or `nnUNet_cdl_final_validation=0` skips it.
+
 CPU precision: nnU-Net autocasts only on CUDA. `nnUNet_cdl_cpu_bf16=1` runs the training and validation steps
 under bfloat16 autocast on a CPU with native bf16 (weights, optimizer state and checkpoints stay float32): about
 1.9x faster per iteration on AVX512-BF16 / AMX cores (`python scripts/bench_train.py`). It is refused with a clear
@@ -18,7 +26,9 @@ error on a CPU without bf16, where emulation would be slower than float32.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import statistics
+import time
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
@@ -31,7 +41,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.inference.backends import cpu_supports_bf16
+from nnunet_cdl.cpu import cpu_supports_bf16
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,65 @@ def schedule_from_env(default: TrainingSchedule, environ: Mapping[str, str]) -> 
             raise CdlError(f"environment variable {variable}={raw!r} must be a positive integer")
         overrides[field_name] = value
     return replace(default, **overrides)
+
+
+TIME_BUDGET_VARIABLE = "nnUNet_cdl_time_budget_min"
+FINAL_VALIDATION_VARIABLE = "nnUNet_cdl_final_validation"
+RESUME_GAP_S = 120.0
+"""A pause this long between two epochs' timestamps means the run was stopped and resumed: not counted."""
+
+
+def _positive_number(environ: Mapping[str, str], variable: str) -> float | None:
+    raw = environ.get(variable, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise CdlError(f"environment variable {variable}={raw!r} must be a positive number")
+    return value
+
+
+def time_budget_from_env(environ: Mapping[str, str]) -> float | None:
+    """Seconds of `nnUNet_cdl_time_budget_min` (minutes), or None when unset; bad values are a `CdlError`."""
+    minutes = _positive_number(environ, TIME_BUDGET_VARIABLE)
+    return None if minutes is None else minutes * 60.0
+
+
+def flag_from_env(environ: Mapping[str, str], variable: str, default: bool) -> bool:
+    """A 1/0 switch from the environment; unset -> `default`; anything else is a `CdlError`."""
+    raw = environ.get(variable, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes"):
+        return True
+    if raw in ("0", "false", "no"):
+        return False
+    raise CdlError(f"environment variable {variable}={raw!r} must be 1 or 0")
+
+
+def epoch_costs(starts: Sequence[float], ends: Sequence[float], now: float) -> list[float]:
+    """Seconds each finished epoch cost, overhead between epochs included (from nnU-Net's epoch start and end
+    timestamps, seconds since the epoch; `now` closes the last one). A gap of `RESUME_GAP_S` or more after an
+    epoch's end is a pause between runs: that epoch counts its own duration only."""
+    costs = []
+    for index, (start, end) in enumerate(zip(starts, ends)):
+        following = starts[index + 1] if index + 1 < len(starts) else now
+        costs.append(following - start if following - end < RESUME_GAP_S else end - start)
+    return costs
+
+
+def epochs_within_budget(costs: Sequence[float], budget_s: float, max_epochs: int) -> int:
+    """Total epochs to train: the `len(costs)` done plus as many more as the rest of `budget_s` holds at the
+    recent cost (median of the last five), never fewer than done (stop now) nor more than `max_epochs`."""
+    done = len(costs)
+    if done == 0:
+        return max_epochs
+    remaining = budget_s - sum(costs)
+    more = int(remaining // statistics.median(costs[-5:])) if remaining > 0 else 0
+    return max(done, min(max_epochs, done + more))
 
 
 @dataclass(frozen=True)
@@ -167,6 +236,55 @@ class nnUNetTrainerLightUNet(nnUNetTrainer):
         self.cpu_bf16 = cpu_bf16_requested(os.environ, self.device)
         if self.cpu_bf16:
             self.print_to_log_file(f"bfloat16 autocast on CPU ({CPU_BF16_VARIABLE}=1)")
+        self.max_num_epochs = self.num_epochs
+        self.time_budget_s = time_budget_from_env(os.environ)
+        if self.time_budget_s is not None:
+            self.print_to_log_file(f"wall-clock budget {self.time_budget_s / 60:.1f} min ({TIME_BUDGET_VARIABLE}); "
+                                   f"at most {self.max_num_epochs} epochs")
+        self.final_validation = flag_from_env(os.environ, FINAL_VALIDATION_VARIABLE, type(self).final_validation)
+
+    final_validation = True
+    """Whether nnU-Net's final validation runs after training (`nnUNet_cdl_final_validation` overrides)."""
+
+    def fit_epochs_to_budget(self) -> None:
+        """Re-estimate `num_epochs` from the epochs logged so far and the wall-clock budget; the poly learning
+        rate then decays to zero at the new end."""
+        if self.time_budget_s is None:
+            return
+        costs = epoch_costs(self.logger.get_value("epoch_start_timestamps", step=None),
+                            self.logger.get_value("epoch_end_timestamps", step=None), time.time())
+        planned = epochs_within_budget(costs, self.time_budget_s, self.max_num_epochs)
+        if planned != self.num_epochs:
+            self.num_epochs = planned
+            self.lr_scheduler.max_steps = planned
+            self.print_to_log_file(f"budget: {sum(costs) / 60:.1f} of {self.time_budget_s / 60:.1f} min used, "
+                                   f"training {planned} epochs in all")
+
+    def run_training(self) -> None:
+        """nnU-Net's training loop, with a `num_epochs` that `fit_epochs_to_budget` may change as it runs."""
+        self.on_train_start()
+        self.fit_epochs_to_budget()
+        while self.current_epoch < self.num_epochs:
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            train_outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(train_outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val_outputs = [self.validation_step(next(self.dataloader_val))
+                               for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(val_outputs)
+            self.on_epoch_end()
+            self.fit_epochs_to_budget()
+        self.on_train_end()
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's final validation, unless `final_validation` is off."""
+        if not self.final_validation:
+            self.print_to_log_file(f"final validation skipped ({type(self).__name__}.final_validation / "
+                                   f"{FINAL_VALIDATION_VARIABLE})")
+            return
+        super().perform_actual_validation(save_probabilities)
 
     def _step_precision(self):
         """bfloat16 autocast when `cpu_bf16` is on, else nothing (nnU-Net's own CUDA autocast is untouched)."""
@@ -215,15 +333,17 @@ class nnUNetTrainerLightUNet(nnUNetTrainer):
 
 
 class nnUNetTrainerLightUNet_1epoch(nnUNetTrainerLightUNet):
-    """Smoke test: 1 epoch of 4 training and 2 validation iterations."""
+    """Smoke test: 1 epoch of 4 training and 2 validation iterations, no final validation."""
 
     schedule = TrainingSchedule(num_epochs=1, num_iterations_per_epoch=4, num_val_iterations_per_epoch=2)
+    final_validation = False
 
 
 class nnUNetTrainerLightUNet_5epochs(nnUNetTrainerLightUNet):
-    """Short CPU run: 5 epochs of 4 training and 2 validation iterations."""
+    """Short CPU run: 5 epochs of 4 training and 2 validation iterations, no final validation."""
 
     schedule = TrainingSchedule(num_epochs=5, num_iterations_per_epoch=4, num_val_iterations_per_epoch=2)
+    final_validation = False
 
 
 class nnUNetTrainerLightUNet_50epochs(nnUNetTrainerLightUNet):
