@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nnunetv2.preprocessing.normalization.default_normalization_schemes import CTNormalization
 
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.planning.cli import main, num_processes, target_spacing
@@ -49,7 +50,8 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     raw, preprocessed = root / "raw", root / "preprocessed"
     make_raw_dataset(raw, DATASET_ID, 3)
     preset = root / "tiny.json"
-    preset.write_text(json.dumps({"patch_size": [16, 64, 96], "batch_size": 3}))
+    preset.write_text(json.dumps({"patch_size": [16, 64, 96], "batch_size": 3, "reorient_to_ras": True,
+                                  "ct_window_hu": [-160, 240]}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("nnUNet_raw", str(raw))
         mp.setenv("nnUNet_preprocessed", str(preprocessed))
@@ -74,6 +76,10 @@ def test_plans_hold_the_preset_and_stock_classes(planned: dict[str, Path]) -> No
     assert arch["network_class_name"] == "dynamic_network_architectures.architectures.unet.PlainConvUNet"
     assert arch["arch_kwargs"]["features_per_stage"] == [16, 32, 64, 128]
     assert plans["transpose_forward"] == [0, 1, 2]
+    assert plans["image_reader_writer"] == "SimpleITKIO"  # nnU-Net's choice: the preset does not reorient
+    fingerprint = json.loads((planned["dataset"] / "dataset_fingerprint.json").read_text())
+    assert plans["foreground_intensity_properties_per_channel"] == \
+        fingerprint["foreground_intensity_properties_per_channel"]
 
 
 def test_stock_preprocessing_ran(planned: dict[str, Path]) -> None:
@@ -89,6 +95,11 @@ def test_preset_file_and_stock_overrides(planned: dict[str, Path]) -> None:
     assert config["spacing"] == [4.0, 2.4, 2.4]
     assert config["data_identifier"] == "nnUNetPlansTiny_3d_fullres"
     assert not (planned["dataset"] / "nnUNetPlansTiny_3d_fullres").exists()  # --no_pp
+    assert plans["image_reader_writer"] == "NibabelIOWithReorient"
+    window = plans["foreground_intensity_properties_per_channel"]["0"]
+    assert (window["percentile_00_5"], window["percentile_99_5"]) == (-160.0, 240.0)
+    normalised = CTNormalization(intensityproperties=window).run(np.array([-1000.0, -160.0, 40.0, 240.0, 900.0]))
+    assert np.allclose(normalised, [0.0, 0.0, 0.5, 1.0, 1.0])
 
 
 def test_dataset_without_labels_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,9 @@ def test_partial_preset_overrides_only_its_keys(tmp_path: Path) -> None:
         ({"norm": "no_such_norm"}, "norm"),
         ({"batch_size": 0}, "batch_size"),
         ({"n_conv_per_stage_decoder": [2, 2, 2, 2]}, "n_conv_per_stage_decoder"),
+        ({"reorient_to_ras": "yes"}, "reorient_to_ras must be true or false"),
+        ({"ct_window_hu": [250, -250]}, "ct_window_hu must be null or [lower, upper]"),
+        ({"ct_window_hu": [-250]}, "ct_window_hu must be null or [lower, upper]"),
     ],
 )
 def test_bad_presets_name_the_file_and_key(tmp_path: Path, values: dict, message: str) -> None:

@@ -13,7 +13,8 @@ import pytest
 import SimpleITK as sitk
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.planning.swinxseg import load_config, network_architecture, window_intensity_properties
+from nnunet_cdl.planning.shared import window_intensity_properties
+from nnunet_cdl.planning.swinxseg import load_config, network_architecture
 
 BIN = Path(sys.executable).parent
 

@@ -3,7 +3,8 @@
 Unlike nnU-Net's planners it does not search a topology for a GPU memory budget: spacing, patch, batch size and the
 whole `PlainConvUNet` come from a preset (`configs/light_unet.json`, override with `preset=`). Everything else is
 nnU-Net's: fingerprint, CT normalisation (from the dataset's channel names), resampling functions, preprocessor,
-reader/writer. Only a `3d_fullres` configuration is written. Axes are the image's numpy axes (z, y, x) and are never
+reader/writer (`NibabelIOWithReorient`, nnU-Net's RAS-reorienting NIfTI reader, when the preset says
+`reorient_to_ras`). Only a `3d_fullres` configuration is written. Axes are the image's numpy axes (z, y, x) and are never
 transposed, so the preset's patch and kernels mean what they say.
 """
 
@@ -23,6 +24,7 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
 from nnunet_cdl.networks.light_unet import NetworkCost, network_cost
 from nnunet_cdl.planning.preset import PlannerPreset, load_preset
+from nnunet_cdl.planning.shared import reader_writer_class, window_intensity_properties
 
 CONFIGURATION = "3d_fullres"
 
@@ -64,6 +66,12 @@ class LightUNetPlanner(ExperimentPlanner):
         if self.overwrite_target_spacing is not None:
             return np.array(self.overwrite_target_spacing, dtype=np.float64)
         return np.array(self.preset.target_spacing, dtype=np.float64)
+
+    def determine_reader_writer(self) -> type:
+        """nnU-Net's reader for the dataset, or its RAS-reorienting NIfTI reader when the preset's
+        `reorient_to_ras` is on."""
+        return reader_writer_class(self.dataset_json["file_ending"], self.preset.reorient_to_ras,
+                                   super().determine_reader_writer(), type(self).__name__)
 
     def determine_transpose(self) -> tuple[list[int], list[int]]:
         """Identity: the preset's axes are the image's axes."""
@@ -131,15 +139,23 @@ class LightUNetPlanner(ExperimentPlanner):
             "configurations": {CONFIGURATION: configuration},
             "experiment_planner_used": self.__class__.__name__,
             "label_manager": "LabelManager",
-            "foreground_intensity_properties_per_channel": self.dataset_fingerprint[
-                "foreground_intensity_properties_per_channel"
-            ],
+            "foreground_intensity_properties_per_channel": self.intensity_properties(configuration["normalization_schemes"]),
         }
         self.network_cost = self.estimate_network_cost(configuration)
         self.plans = plans
         self.save_plans(plans)
         print(self.summary(configuration))
         return plans
+
+    def intensity_properties(self, normalization_schemes: Sequence[str]) -> dict[str, dict[str, float]]:
+        """The fingerprint's foreground intensities per channel (nnU-Net's CT window: 0.5-99.5 percentiles), or
+        the preset's fixed `ct_window_hu` for every `CTNormalization` channel."""
+        properties = dict(self.dataset_fingerprint["foreground_intensity_properties_per_channel"])
+        if self.preset.ct_window_hu is not None:
+            for channel, scheme in enumerate(normalization_schemes):
+                if scheme == "CTNormalization":
+                    properties[str(channel)] = window_intensity_properties(*self.preset.ct_window_hu)
+        return properties
 
     def estimate_network_cost(self, configuration: dict[str, Any]) -> NetworkCost:
         """Parameters and GFLOPs per patch of the planned network, with this dataset's input and output channels."""
@@ -163,7 +179,9 @@ class LightUNetPlanner(ExperimentPlanner):
             f"  spacing (z, y, x):        {configuration['spacing']} mm",
             f"  median shape after resampling: {[round(v) for v in configuration['median_image_size_in_voxels']]}",
             f"  patch size:               {configuration['patch_size']}, batch size {configuration['batch_size']}",
-            f"  normalisation:            {configuration['normalization_schemes']}",
+            f"  normalisation:            {configuration['normalization_schemes']}"
+            + (f", CT window {list(self.preset.ct_window_hu)} HU -> [0, 1]" if self.preset.ct_window_hu else ""),
+            f"  reader/writer:            {self.determine_reader_writer().__name__}",
             f"  network:                  {configuration['architecture']['network_class_name'].rsplit('.', 1)[-1]}, "
             f"{arch['n_stages']} stages, features {arch['features_per_stage']}",
             f"  kernels {arch['kernel_sizes']}, strides {arch['strides']}",

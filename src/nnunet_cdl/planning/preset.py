@@ -53,6 +53,11 @@ class PlannerPreset:
     nonlin: str
     nonlin_kwargs: dict[str, Any]
     batch_dice: bool
+    reorient_to_ras: bool
+    """Read NIfTI datasets with nnU-Net's `NibabelIOWithReorient` (every image and label in RAS order)."""
+    ct_window_hu: tuple[float, float] | None
+    """A fixed [lower, upper] HU window for CT channels (mapped to [0, 1] by stock `CTNormalization`), or None for
+    nnU-Net's window from the dataset's foreground percentiles."""
 
     @property
     def n_stages(self) -> int:
@@ -128,6 +133,16 @@ def _int_list(value: Any, name: str, source: str, length: int | None = None) -> 
     return tuple(value)
 
 
+def _window(value: Any, source: str) -> tuple[float, float] | None:
+    """`ct_window_hu`: null, or [lower, upper] HU with lower < upper."""
+    if value is None:
+        return None
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) or value[0] >= value[1]):
+        raise CdlError(f"{source}: ct_window_hu must be null or [lower, upper] HU with lower < upper, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 def _locatable(dotted: str, name: str, source: str) -> None:
     if pydoc.locate(dotted) is None:
         raise CdlError(f"{source}: {name} {dotted!r} is neither a known alias nor an importable class")
@@ -171,7 +186,7 @@ def preset_from_dict(values: dict[str, Any], source: str) -> PlannerPreset:
     for key in ("norm_kwargs", "nonlin_kwargs"):
         if not isinstance(values[key], dict):
             raise CdlError(f"{source}: {key} must be a JSON object")
-    for key in ("conv_bias", "batch_dice"):
+    for key in ("conv_bias", "batch_dice", "reorient_to_ras"):
         if not isinstance(values[key], bool):
             raise CdlError(f"{source}: {key} must be true or false")
     preset = PlannerPreset(
@@ -191,6 +206,8 @@ def preset_from_dict(values: dict[str, Any], source: str) -> PlannerPreset:
         nonlin=values["nonlin"],
         nonlin_kwargs=dict(values["nonlin_kwargs"]),
         batch_dice=values["batch_dice"],
+        reorient_to_ras=values["reorient_to_ras"],
+        ct_window_hu=_window(values["ct_window_hu"], source),
     )
     _locatable(preset.network_class, "network_class", source)
     _locatable(preset.norm_op, "norm", source)

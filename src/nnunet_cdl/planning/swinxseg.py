@@ -34,6 +34,7 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import read_json_object
 from nnunet_cdl.networks.swinxseg import INPUT_MULTIPLE
+from nnunet_cdl.planning.shared import reader_writer_class, window_intensity_properties
 
 CONFIGURATION = "3d_fullres"
 NETWORK_CLASS = "nnunet_cdl.networks.swinxseg.SwinXSeg"
@@ -41,7 +42,6 @@ NETWORK_KEYS = {"patch_size", "embed_dim", "depths", "num_heads", "window_size",
                 "drop_path_rate", "norm_name"}
 PLAN_KEYS = {"plans_name", "target_spacing", "patch_size", "batch_size", "ct_window_hu", "reorient_to_ras",
              "batch_dice", "network"}
-NIFTI_ENDINGS = (".nii", ".nii.gz")
 
 
 def default_config_path() -> Path:
@@ -90,13 +90,6 @@ def _positive(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
 
 
-def window_intensity_properties(lower_hu: float, upper_hu: float) -> dict[str, float]:
-    """Intensity properties that make stock `CTNormalization` map [lower, upper] HU linearly to [0, 1]."""
-    return {"mean": float(lower_hu), "std": float(upper_hu - lower_hu), "median": float(lower_hu + upper_hu) / 2,
-            "min": float(lower_hu), "max": float(upper_hu), "percentile_00_5": float(lower_hu),
-            "percentile_99_5": float(upper_hu)}
-
-
 def network_architecture(network: dict[str, Any]) -> dict[str, Any]:
     """The plans' `architecture` section: dotted class path and keyword arguments."""
     return {"network_class_name": NETWORK_CLASS, "arch_kwargs": json.loads(json.dumps(network)),
@@ -135,14 +128,8 @@ class SwinXSegPlanner(ExperimentPlanner):
 
     def determine_reader_writer(self) -> type:
         """`NibabelIOWithReorient` (RAS) for NIfTI datasets when `reorient_to_ras`, else nnU-Net's choice."""
-        from nnunetv2.imageio.nibabel_reader_writer import NibabelIOWithReorient
-
-        ending = self.dataset_json["file_ending"]
-        if self.config["reorient_to_ras"] and ending in NIFTI_ENDINGS:
-            return NibabelIOWithReorient
-        if self.config["reorient_to_ras"]:
-            print(f"SwinXSegPlanner: {ending} files are read as stored (RAS reorientation needs NIfTI)")
-        return super().determine_reader_writer()
+        return reader_writer_class(self.dataset_json["file_ending"], self.config["reorient_to_ras"],
+                                   super().determine_reader_writer(), type(self).__name__)
 
     def get_plans_for_configuration(self, spacing: np.ndarray | Sequence[float],
                                     median_shape: np.ndarray | Sequence[int], data_identifier: str,
