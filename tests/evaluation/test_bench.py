@@ -45,7 +45,9 @@ def test_bench_runs_each_case_alone_and_records_efficiency(tmp_path: Path, capsy
     ]
     for row in rows:
         assert 0 < float(row["wall_s"]) < 30
-        assert 0 < float(row["peak_rss_mb"]) < 2000  # sampled: a 0.1 s command may show only its shell
+        # sampled every 0.1 s: a short command may show only its shell, or (on a loaded machine) end before the
+        # first sample; the kernel's maximum below always sees it
+        assert 0 <= float(row["peak_rss_mb"]) < 2000
         assert 5 < float(row["max_process_rss_mb"])  # the kernel saw the Python interpreter
     assert read_volume(out / "a.nii.gz").array.shape == (4, 5, 6)  # the one-liner found one image only
     assert (out / "logs" / "a.log").is_file()
