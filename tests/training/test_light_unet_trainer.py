@@ -223,15 +223,3 @@ def test_short_variants_skip_the_final_validation(trainer, monkeypatch: pytest.M
     assert trainer().final_validation is True
     monkeypatch.setenv("nnUNet_cdl_final_validation", "0")
     assert trainer().final_validation is False
-
-
-def test_dice_topk10_variant_changes_only_the_loss(trainer) -> None:
-    from nnunetv2.training.loss.compound_losses import DC_and_topk_loss
-
-    from nnunet_cdl.training.variants import nnUNetTrainerLightUNet_DiceTopK10Loss
-
-    t = trainer(nnUNetTrainerLightUNet_DiceTopK10Loss)
-    loss = t._build_loss()
-    assert isinstance(loss, DeepSupervisionWrapper) and isinstance(loss.loss, DC_and_topk_loss)
-    assert loss.loss.ce.k == 10
-    assert t.schedule == nnUNetTrainerLightUNet.schedule and t.elastic == nnUNetTrainerLightUNet.elastic
