@@ -9,9 +9,11 @@ shared after a fork twice: nnU-Net's stock predictor forks worker pools) and, fo
 own peak (from its JSON record, with the per-stage seconds and windows), and organ Dice between the two outputs
 (and against the phantom's truth).
 
-Without `--model`, a light U-Net is trained on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet,
-CPU budget set by --train-epochs / --train-iterations, bfloat16 autocast where the CPU has it; cached in --work;
-`--train-only` stops after training). Add another model with `--model LABEL=/path/to/model_folder`.
+Without `--model`, the light U-Net line is the shipped reference model (models/light-unet-phantoms, trained by
+scripts/train_reference.py) when there is one. Without it, or with `--train-light-unet`, a light U-Net is trained
+on flare phantoms first (LightUNetPlanner + nnUNetTrainerLightUNet, CPU budget set by --train-epochs /
+--train-iterations, bfloat16 autocast where the CPU has it; cached in --work; `--train-only` stops after training). Add another model with
+`--model LABEL=/path/to/model_folder`.
 
 `--swin` adds a Swin-X Seg line (SwinXSegPlanner: 1 mm, 96^3 windows): a model trained for one epoch of
 --swin-iterations steps on --swin-train-cases of the training phantoms (a CPU cannot train it further in a
@@ -44,7 +46,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
 from nnunet_cdl.evaluation.efficiency import run_measured
-from nnunet_cdl.inference.backends import cpu_supports_bf16
+from nnunet_cdl.cpu import cpu_supports_bf16
 from nnunet_cdl.inference.config import PRESET, load_settings
 from nnunet_cdl.inference.export import resize_labels_nearest
 from nnunet_cdl.inference.sliding import run_plan
@@ -59,6 +61,7 @@ DATASET = f"Dataset{DATASET_ID:03d}_PredictBench"
 SWIN_DATASET_ID = 952
 SWIN_DATASET = f"Dataset{SWIN_DATASET_ID:03d}_PredictBenchSwin"
 BIN = Path(sys.executable).parent
+REFERENCE_MODEL = Path(__file__).resolve().parents[1] / "models" / "light-unet-phantoms"
 
 
 def organ_dice(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -435,6 +438,8 @@ def main() -> int:
     parser.add_argument("--train-da-processes", type=int, default=1)
     parser.add_argument("--train-fp32", dest="train_bf16", action="store_false",
                         help="train in float32 (default: bfloat16 autocast when the CPU has native bf16)")
+    parser.add_argument("--train-light-unet", action="store_true",
+                        help="train the light U-Net line's model here instead of using models/light-unet-phantoms")
     parser.add_argument("--train-only", action="store_true", help="train (or find) the models and stop")
     parser.add_argument("--swin", action="store_true", help="add a barely trained Swin-X Seg line (see above)")
     parser.add_argument("--no-light", action="store_true", help="no light U-Net line (with --swin or --model)")
@@ -454,7 +459,9 @@ def main() -> int:
         return 0
     models = dict(item.split("=", 1) for item in args.model)
     if not models and not args.no_light:
-        models = {"light-unet": str(train_light_unet(work, args))}
+        shipped = (REFERENCE_MODEL / "fold_0" / "checkpoint_final.pth").is_file()
+        trained = args.train_light_unet or args.train_only or not shipped
+        models = {"light-unet": str(train_light_unet(work, args) if trained else REFERENCE_MODEL)}
     if args.swin:
         models["swin-x-seg"] = str(train_swinxseg(work, args))
     if args.train_only:
