@@ -87,7 +87,8 @@ def trained_light_unet(small_dataset: Path, tmp_path_factory: pytest.TempPathFac
     cases = [image.name[: -len("_0000.nii.gz")] for image in images]
     splits = [{"train": cases[:-1], "val": cases[-1:]}]  # one validation case keeps the final validation short
     (preprocessed / small_dataset.name / "splits_final.json").write_text(json.dumps(splits))
-    train_env = {**env, "nnUNet_cdl_num_iterations_per_epoch": "2", "nnUNet_cdl_num_val_iterations_per_epoch": "1"}
+    train_env = {**env, "nnUNet_cdl_num_iterations_per_epoch": "2", "nnUNet_cdl_num_val_iterations_per_epoch": "1",
+                 "nnUNet_cdl_final_validation": "1"}  # the short variant skips it; the tests check the stock path
     _run([str(Path(sys.executable).with_name("nnUNetv2_train")), str(dataset_id), configuration, str(fold),
           "-tr", trainer, "-p", plans, "-device", "cpu"], train_env)
     model_folder = results / small_dataset.name / f"{trainer}__{plans}__{configuration}"
