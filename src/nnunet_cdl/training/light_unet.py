@@ -206,6 +206,8 @@ class nnUNetTrainerLightUNet(nnUNetTrainer):
 
     schedule = TrainingSchedule(num_epochs=1000, num_iterations_per_epoch=250, num_val_iterations_per_epoch=50)
     elastic = ElasticDeformation()
+    final_validation = True
+    """Whether nnU-Net's final validation runs after training (`nnUNet_cdl_final_validation` overrides)."""
 
     def __init__(
         self,
@@ -242,9 +244,6 @@ class nnUNetTrainerLightUNet(nnUNetTrainer):
             self.print_to_log_file(f"wall-clock budget {self.time_budget_s / 60:.1f} min ({TIME_BUDGET_VARIABLE}); "
                                    f"at most {self.max_num_epochs} epochs")
         self.final_validation = flag_from_env(os.environ, FINAL_VALIDATION_VARIABLE, type(self).final_validation)
-
-    final_validation = True
-    """Whether nnU-Net's final validation runs after training (`nnUNet_cdl_final_validation` overrides)."""
 
     def fit_epochs_to_budget(self) -> None:
         """Re-estimate `num_epochs` from the epochs logged so far and the wall-clock budget; the poly learning
