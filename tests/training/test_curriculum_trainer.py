@@ -126,6 +126,11 @@ def test_default_schedule_and_curriculum_errors(preprocessed: Path) -> None:
     trainer = _trainer(preprocessed, nnUNetTrainerCDL_5epochs, num_epochs=5)
     assert [p.start_epoch for p in trainer.curriculum_phases()] == [0, 2]
     assert trainer.do_split() == (["toy_0", "toy_1"], SPLIT["val"])
+    trainer.current_epoch, trainer.curriculum_phase_index = 3, 1
+    trainer.num_epochs = 20  # a budget re-estimate moves the easy + hard phase to epoch 8
+    assert trainer.current_phase()[0] == 1  # no step back to easy only
+    trainer.curriculum_phase_index = None  # a resumed run derives the phase from the epoch
+    assert trainer.current_phase()[0] == 0
     raw_file = preprocessed / "nnUNet_raw" / DATASET / "curriculum.json"
     data = json.loads(raw_file.read_text())
     moved = raw_file.with_suffix(".bak")

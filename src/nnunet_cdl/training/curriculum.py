@@ -72,9 +72,13 @@ class nnUNetTrainerCDL(nnUNetTrainerLightUNet):
         return curriculum
 
     def current_phase(self) -> tuple[int, Phase]:
-        """(index, phase) of `current_epoch` (after training: of the last epoch)."""
+        """(index, phase) of `current_epoch` (after training: of the last epoch). Never earlier than the phase the
+        dataloaders already sample from: a wall-clock budget that grows `num_epochs` moves the phase boundaries
+        later, and a run must not step back from easy + hard to easy."""
         phases = self.curriculum_phases()
         index = phase_index(phases, min(self.current_epoch, max(self.num_epochs - 1, 0)))
+        if self.curriculum_phase_index is not None:
+            index = max(index, min(self.curriculum_phase_index, len(phases) - 1))
         return index, phases[index]
 
     def do_split(self) -> tuple[list[str], list[str]]:
