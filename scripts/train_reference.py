@@ -21,7 +21,6 @@ budget in minutes. Steps, each skipped when its output is already in --work (so 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
