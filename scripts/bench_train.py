@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from nnunet_cdl.cpu import cpu_model_name
 from nnunet_cdl.io import write_json
 from nnunet_cdl.networks.light_unet import network_cost
 from nnunet_cdl.planning.preset import PlannerPreset, load_preset
@@ -131,16 +131,6 @@ def inference_step(trainer, bf16: bool) -> Callable[[], None]:
     return step
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def markdown(result: dict) -> str:
     patch = "x".join(str(p) for p in result["patch_size"])
     rows = [
@@ -166,7 +156,7 @@ def main(argv: list[str]) -> int:
         trainer = make_trainer(preset, args.classes, Path(work))
         result: dict = {
             "command": "python scripts/bench_train.py " + " ".join(argv),
-            "cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+            "cpu": cpu_model_name(), "threads": args.threads, "torch": torch.__version__,
             "patch_size": list(preset.patch_size), "batch_size": batch_size, "classes": args.classes,
             "repeats": args.repeats, "warmup": args.warmup, "load_average_1min_before": round(os.getloadavg()[0], 2),
             "network": network_cost(trainer.network, preset.patch_size).describe(),

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,8 +34,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nnunet_cdl.cpu import cpu_supports_bf16  # noqa: E402
-from nnunet_cdl.io import read_json, write_json, write_volume  # noqa: E402
+from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16  # noqa: E402
+from nnunet_cdl.io import atomic_path, read_json, write_json, write_volume  # noqa: E402
 from nnunet_cdl.labels import ORGANS, nnunet_labels_dict  # noqa: E402
 from nnunet_cdl.nnunet_env import ensure_nnunet_env  # noqa: E402
 from nnunet_cdl.synth.phantom import synth_case_with_info  # noqa: E402
@@ -64,16 +63,7 @@ def load_recipe(path: Path, args: argparse.Namespace) -> dict:
 
 def cpu_description() -> dict:
     """Model name and the instruction-set extensions that decide the speed of this CPU."""
-    name, flags = platform.processor() or platform.machine(), ""
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name") and name in ("", platform.machine()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = line.split(":", 1)[1]
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
-    return {"model": name, "extensions": [f for f in wanted if f" {f} " in f" {flags} "],
-            "cores": os.cpu_count()}
+    return {"model": cpu_model_name(), "extensions": cpu_extensions(), "cores": os.cpu_count()}
 
 
 def run(command: list[str], env: dict[str, str], log: Path) -> float:
@@ -126,9 +116,8 @@ def export_model(trained: Path, out: Path) -> Path:
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copyfile(trained / name, out / name)
     target = out / "fold_0" / "checkpoint_final.pth"
-    temporary = target.with_name(target.name + ".tmp")
-    torch.save({key: checkpoint[key] for key in CHECKPOINT_KEYS}, temporary)
-    os.replace(temporary, target)
+    with atomic_path(target) as temporary:
+        torch.save({key: checkpoint[key] for key in CHECKPOINT_KEYS}, temporary)
     return target
 
 

@@ -16,7 +16,9 @@ import torch
 
 from nnunet_cdl.cli import main as cli_main
 from nnunet_cdl.io import read_json, write_volume
-from nnunet_cdl.labels import ORGAN_IDS
+from nnunet_cdl.consensus.scores import confusion_matrix
+from nnunet_cdl.consensus.scores import organ_dice as scores_organ_dice
+from nnunet_cdl.labels import NUM_CLASSES, ORGAN_IDS
 from nnunet_cdl.nnunet_env import ensure_nnunet_env
 from nnunet_cdl.synth.phantom import synth_case
 
@@ -32,13 +34,8 @@ pytestmark = pytest.mark.skipif(
 
 def organ_dice(prediction: np.ndarray, truth: np.ndarray) -> dict[int, float]:
     """Dice per organ present in the truth."""
-    scores = {}
-    for organ in ORGAN_IDS:
-        t = truth == organ
-        if t.any():
-            p = prediction == organ
-            scores[organ] = 2.0 * np.logical_and(p, t).sum() / (p.sum() + t.sum())
-    return scores
+    per_organ = scores_organ_dice(confusion_matrix(truth, prediction, NUM_CLASSES))
+    return {organ: float(per_organ[organ - 1]) for organ in ORGAN_IDS if (truth == organ).any()}
 
 
 @pytest.fixture(scope="module")

@@ -180,12 +180,7 @@ CPU_BF16_VARIABLE = "nnUNet_cdl_cpu_bf16"
 
 def cpu_bf16_requested(environ: Mapping[str, str], device: torch.device) -> bool:
     """Whether `nnUNet_cdl_cpu_bf16` asks for bf16 autocast on this CPU device; a `CdlError` when it cannot."""
-    raw = environ.get(CPU_BF16_VARIABLE, "").strip().lower()
-    if raw in ("", "0", "false", "no"):
-        return False
-    if raw not in ("1", "true", "yes"):
-        raise CdlError(f"environment variable {CPU_BF16_VARIABLE}={raw!r} must be 1 or 0")
-    if device.type != "cpu":
+    if not flag_from_env(environ, CPU_BF16_VARIABLE, False) or device.type != "cpu":
         return False
     if not cpu_supports_bf16():
         raise CdlError(f"{CPU_BF16_VARIABLE}=1, but this CPU has no native bfloat16 (avx512_bf16 / amx_bf16); "
