@@ -1,0 +1,21 @@
+"""nnunet_cdl.cpu: model name and speed extensions read from /proc/cpuinfo."""
+
+from __future__ import annotations
+
+import pytest
+
+from nnunet_cdl import cpu
+
+CPUINFO = "processor\t: 0\nmodel name\t: Test Xeon 9999\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile avx512_bf16\n"
+
+
+def test_model_name_and_extensions_from_cpuinfo(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: CPUINFO)
+    assert cpu.cpu_model_name() == "Test Xeon 9999"
+    assert cpu.cpu_extensions() == ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+
+
+def test_without_cpuinfo_the_name_comes_from_platform(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: "")
+    assert cpu.cpu_model_name()
+    assert cpu.cpu_extensions() == []
