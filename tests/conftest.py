@@ -17,6 +17,62 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("nnUNet_n_proc_DA", "0")
 
 
+UNPRIVILEGED_UID = 65534
+"""`nobody`: permission bits bind it, unlike root."""
+
+
+def run_unprivileged(function, *args) -> int:
+    """Run `function(*args)` (returning an exit code) as a user that permission bits bind, return its code.
+
+    As root, in a forked child that drops to `nobody` (the interpreter outside the venv may be unreadable to
+    that user, so everything the function needs must be imported before the call); as any other user, directly.
+    Output goes to the inherited file descriptors: read it with `capfd`.
+    """
+    if os.getuid() != 0:
+        return function(*args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 70
+        try:
+            os.setgid(UNPRIVILEGED_UID)
+            os.setuid(UNPRIVILEGED_UID)
+            code = function(*args)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def shared_tmp(tmp_path: Path) -> Path:
+    """A folder below `tmp_path` that the unprivileged user can reach and write (pytest's base is 0700)."""
+    folder = Path(tmp_path) / "shared"
+    folder.mkdir(exist_ok=True)
+    for parent in [folder, *folder.parents]:
+        if parent == Path("/tmp") or parent == Path(parent.anchor):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o711)
+    os.chmod(folder, 0o777)
+    return folder
+
+
+def give_to_unprivileged(path: Path) -> None:
+    """As root, make `path` (recursively) belong to the unprivileged user, as a user's own files would."""
+    if os.getuid() != 0:
+        return
+    for item in [path, *Path(path).rglob("*")]:
+        os.chown(item, UNPRIVILEGED_UID, UNPRIVILEGED_UID, follow_symlinks=False)
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """DatasetNNN folder of a small-preset phantom dataset: id 501, 6 training + 2 test cases, 3 sources, seed 0.

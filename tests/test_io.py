@@ -1,3 +1,6 @@
+import os
+import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from nnunet_cdl.io import (
     read_volume,
     write_volume,
 )
+from tests.conftest import give_to_unprivileged, run_unprivileged, shared_tmp
 
 GEOMETRY = Geometry((0.8, 0.7, 2.5), (-10.0, 20.0, 30.0), (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
 
@@ -60,3 +64,66 @@ def test_case_ids(tmp_path: Path) -> None:
     (tmp_path / "B_0000.nii.gz").touch()
     (tmp_path / "A_0000.nii.gz").touch()
     assert list(list_image_files(tmp_path)) == ["A", "B"]
+
+
+def test_outputs_get_the_umask_modes_and_replacements_keep_theirs(tmp_path: Path) -> None:
+    old_mask = os.umask(0o027)
+    try:
+        with atomic_directory(tmp_path / "new") as tmp:
+            write_volume(tmp / "a.nii.gz", np.zeros((2, 2, 2), np.uint8), GEOMETRY)
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o750
+        assert stat.S_IMODE((tmp_path / "new" / "a.nii.gz").stat().st_mode) == 0o640
+        os.chmod(tmp_path / "new", 0o700)
+        os.chmod(tmp_path / "new" / "a.nii.gz", 0o600)
+        with atomic_directory(tmp_path / "new", overwrite=True) as tmp:
+            (tmp / "b.txt").write_text("b")
+        assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+        write_volume(tmp_path / "c.nii.gz", np.zeros((2, 2, 2), np.uint8), GEOMETRY)
+        os.chmod(tmp_path / "c.nii.gz", 0o604)
+        write_volume(tmp_path / "c.nii.gz", np.ones((2, 2, 2), np.uint8), GEOMETRY)
+        assert stat.S_IMODE((tmp_path / "c.nii.gz").stat().st_mode) == 0o604
+    finally:
+        os.umask(old_mask)
+
+
+def test_failed_swap_restores_the_original(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("original")
+    real_replace = os.replace
+    calls: list[tuple[str, str]] = []
+
+    def replace_failing_on_the_new_folder(src, dst) -> None:
+        calls.append((str(src), str(dst)))
+        if Path(dst) == target and Path(src).name.startswith(".out.") and ".old." not in Path(src).name:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_failing_on_the_new_folder)
+    with pytest.raises(OSError, match="disk full"):
+        with atomic_directory(target, overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"] and (target / "keep.txt").read_text() == "original"
+    assert len(calls) == 3, calls  # aside, new in place (failed), back
+
+
+def _replace_folder_with_read_only_subfolder(parent: Path) -> int:
+    with atomic_directory(parent / "labels", overwrite=True) as tmp:
+        shutil.copytree(parent / "labels" / "locked", tmp / "locked")
+        (tmp / "a.txt").write_text("new")
+    return 0
+
+
+def test_replacing_a_folder_with_a_read_only_subfolder_as_a_normal_user(tmp_path: Path) -> None:
+    root = shared_tmp(tmp_path)
+    labels = root / "labels"
+    (labels / "locked").mkdir(parents=True)
+    (labels / "locked" / "x.txt").write_text("x")
+    (labels / "a.txt").write_text("old")
+    os.chmod(labels / "locked", 0o555)
+    give_to_unprivileged(labels)
+    assert run_unprivileged(_replace_folder_with_read_only_subfolder, root) == 0
+    assert sorted(p.name for p in root.iterdir()) == ["labels"], "no backup or temporary folder may stay behind"
+    assert (labels / "a.txt").read_text() == "new" and (labels / "locked" / "x.txt").read_text() == "x"
+    assert stat.S_IMODE((labels / "locked").stat().st_mode) == 0o555

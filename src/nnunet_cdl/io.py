@@ -9,7 +9,9 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,22 +121,49 @@ def _current_umask() -> int:
     return mask
 
 
+def new_file_mode() -> int:
+    """Permission bits of a new output file: 0666 less the umask (what `open` would give)."""
+    return 0o666 & ~_current_umask()
+
+
+def new_directory_mode() -> int:
+    """Permission bits of a new output folder: 0777 less the umask (what `mkdir` would give)."""
+    return 0o777 & ~_current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path in the target's folder; on success rename it onto `path`, on error remove it."""
+    """Yield a temporary path in the target's folder; on success rename it onto `path`, on error remove it.
+
+    The result gets the umask's permission bits, or the replaced file's own bits when `path` existed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
-    os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
         yield tmp
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else new_file_mode()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _force_rmtree(path: Path) -> None:
+    """Remove a folder tree of our own making, read-only subfolders included (their write bit is set first)."""
+
+    def make_writable_and_retry(function, failed_path, _exc_info) -> None:
+        parent = Path(failed_path).parent
+        os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        if Path(failed_path).is_dir() and not Path(failed_path).is_symlink():
+            os.chmod(failed_path, stat.S_IMODE(os.stat(failed_path).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        function(failed_path)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
 
 
 @contextlib.contextmanager
@@ -142,20 +171,42 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     """Yield a temporary sibling folder to fill; on success it replaces `path`, on error it is removed.
 
     Raises `CdlError` when `path` exists and `overwrite` is False, so a failed run leaves no partial output.
+    An existing `path` is renamed aside first and deleted only once the new folder is in place; if the swap
+    fails it is renamed back, so the original is never lost. The new folder gets the umask's permission bits, or
+    the replaced folder's own bits.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise CdlError(f"{path}: already exists; remove it or pass --overwrite")
+    if path.exists() and not path.is_dir():
+        raise CdlError(f"{path}: exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise CdlError(f"{path.parent}: folder is not writable, cannot write {path.name} there")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replacing = path.is_dir()
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if replacing else new_directory_mode())
+        if not replacing:
+            os.replace(tmp, path)
+            return
+        backup = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+        os.rmdir(backup)
+        os.replace(path, backup)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.replace(backup, path)
+            raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _force_rmtree(tmp)
         raise
+    try:
+        _force_rmtree(backup)
+    except OSError as exc:
+        warnings.warn(f"{path} was replaced, but its previous content could not be removed from {backup}: {exc}",
+                      stacklevel=3)
 
 
 def write_volume(

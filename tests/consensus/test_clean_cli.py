@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from nnunet_cdl.cli import main
+import nnunet_cdl.consensus.clean_cli  # noqa: F401  (imported before a forked child drops privileges)
 from nnunet_cdl.io import read_volume
+from tests.conftest import give_to_unprivileged, run_unprivileged, shared_tmp
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -85,3 +89,56 @@ def test_argument_errors(small_dataset: Path, tmp_path: Path, capsys) -> None:
     assert code == 2 and "--overwrite" in err
     assert not (tmp_path / "o").exists()
     assert run(capsys, "--labels", labels, "--out", str(existing), "--overwrite")[0] == 0
+
+
+def _clean_in_place(folder: Path) -> int:
+    return main(["clean-labels", "--labels", str(folder), "--in-place", "--labels-allowed", "0-13"])
+
+
+def _label_folder_of_a_normal_user(tmp_path: Path, small_dataset: Path) -> Path:
+    folder = shared_tmp(tmp_path) / "labels"
+    shutil.copytree(small_dataset / "pseudolabels" / "source_1", folder)
+    (folder / "notes").mkdir()
+    (folder / "notes" / "read_me.txt").write_text("kept")
+    return folder
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, stat.S_IMODE(p.stat().st_mode))
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_in_place_with_a_read_only_subfolder_loses_nothing(small_dataset: Path, tmp_path: Path, capfd) -> None:
+    folder = _label_folder_of_a_normal_user(tmp_path, small_dataset)
+    os.chmod(folder / "notes", 0o555)
+    give_to_unprivileged(folder)
+    labels_before = sorted(p.name for p in folder.glob("*.nii.gz"))
+    assert run_unprivileged(_clean_in_place, folder) == 0, capfd.readouterr().err
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["labels"], "no hidden folder may stay behind"
+    assert sorted(p.name for p in folder.glob("*.nii.gz")) == labels_before
+    assert all(read_volume(p).array.max() <= 13 for p in folder.glob("*.nii.gz"))
+    assert (folder / "notes" / "read_me.txt").read_text() == "kept"
+    assert stat.S_IMODE((folder / "notes").stat().st_mode) == 0o555
+
+
+def test_in_place_refuses_a_read_only_label_file(small_dataset: Path, tmp_path: Path, capfd) -> None:
+    folder = _label_folder_of_a_normal_user(tmp_path, small_dataset)
+    locked = sorted(folder.glob("*.nii.gz"))[1]
+    os.chmod(locked, 0o444)
+    give_to_unprivileged(folder)
+    before, folder_mode = _snapshot(folder), stat.S_IMODE(folder.stat().st_mode)
+    assert run_unprivileged(_clean_in_place, folder) == 2
+    err = capfd.readouterr().err
+    assert locked.name in err and "read-only" in err and "Traceback" not in err
+    assert _snapshot(folder) == before and stat.S_IMODE(folder.stat().st_mode) == folder_mode
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["labels"]
+
+
+def test_in_place_keeps_file_and_folder_modes(small_dataset: Path, tmp_path: Path, capfd) -> None:
+    folder = _label_folder_of_a_normal_user(tmp_path, small_dataset)
+    first = sorted(folder.glob("*.nii.gz"))[0]
+    os.chmod(first, 0o640)
+    os.chmod(folder, 0o750)
+    give_to_unprivileged(folder)
+    assert run_unprivileged(_clean_in_place, folder) == 0, capfd.readouterr().err
+    assert stat.S_IMODE(first.stat().st_mode) == 0o640 and stat.S_IMODE(folder.stat().st_mode) == 0o750

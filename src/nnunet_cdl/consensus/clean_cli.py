@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,16 +31,23 @@ class _Task:
     source: str
     target: str
     allowed: tuple[int, ...]
+    keep_mode: bool
+    """In place: the cleaned file gets the original's permission bits."""
 
 
-def _clean_file(task: _Task) -> tuple[str, int, list[int]]:
-    """Clean one label file into `task.target`; returns (file name, voxels changed, values removed)."""
-    volume = read_volume(task.source)
-    if not np.issubdtype(volume.array.dtype, np.integer):
-        raise CdlError(f"{task.source}: not a label map (pixel type {volume.array.dtype}, expected integers)")
-    cleaned, changed = clean_labels(volume.array, task.allowed)
-    removed = sorted(int(v) for v in np.unique(volume.array) if v not in set(task.allowed))
-    write_volume(task.target, cleaned, volume.geometry)
+def _clean_file(task: _Task) -> tuple[str, int, list[int]] | str:
+    """Clean one label file into `task.target`: (file name, voxels changed, values removed), or the error."""
+    try:
+        volume = read_volume(task.source)
+        if not np.issubdtype(volume.array.dtype, np.integer):
+            raise CdlError(f"{task.source}: not a label map (pixel type {volume.array.dtype}, expected integers)")
+        cleaned, changed = clean_labels(volume.array, task.allowed)
+        removed = sorted(int(v) for v in np.unique(volume.array) if v not in set(task.allowed))
+        write_volume(task.target, cleaned, volume.geometry)
+        if task.keep_mode:
+            os.chmod(task.target, stat.S_IMODE(os.stat(task.source).st_mode))
+    except CdlError as exc:
+        return str(exc)
     return Path(task.source).name, changed, removed
 
 
@@ -87,6 +97,12 @@ def main(argv: list[str], prog: str) -> int:
     files = sorted(args.labels.glob(f"*{ending}"))
     if not files:
         raise CdlError(f"{args.labels}: no label files ending in {ending}")
+    if args.in_place:
+        read_only = [f for f in files if not os.access(f, os.W_OK)]
+        if read_only:
+            raise CdlError(f"{read_only[0]}: is read-only; --in-place would replace it" +
+                           (f" (and {len(read_only) - 1} more)" if len(read_only) > 1 else "") +
+                           "; make the files writable or clean into a new folder with --out")
     target = args.labels if args.in_place else args.out
     with atomic_directory(target, overwrite=args.in_place or args.overwrite) as tmp:
         if args.in_place:
@@ -94,8 +110,17 @@ def main(argv: list[str], prog: str) -> int:
                 if other not in files:
                     copy = shutil.copytree if other.is_dir() else shutil.copy2
                     copy(other, tmp / other.name)
-        tasks = [_Task(str(f), str(tmp / f.name), tuple(allowed)) for f in files]
-        results = parallel_map(_clean_file, tasks, args.num_processes, desc="clean-labels", unit="file")
+        tasks = [_Task(str(f), str(tmp / f.name), tuple(allowed), args.in_place) for f in files]
+        outcomes = parallel_map(_clean_file, tasks, args.num_processes, desc="clean-labels", unit="file")
+        errors = [o for o in outcomes if isinstance(o, str)]
+        if errors:
+            unchanged = "nothing was written" + ("; the input folder is unchanged" if args.in_place else "")
+            if len(errors) == 1:
+                raise CdlError(f"{errors[0]}; {unchanged}")
+            for error in errors:
+                print(f"error: {error}", file=sys.stderr)
+            raise CdlError(f"{len(errors)} of {len(files)} label files could not be cleaned (listed above); {unchanged}")
+        results = [o for o in outcomes if not isinstance(o, str)]
         with atomic_path(tmp / REPORT_NAME) as report:
             with report.open("w", newline="") as handle:
                 writer = csv.writer(handle)
