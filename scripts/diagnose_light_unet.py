@@ -83,12 +83,14 @@ class PatchSampler:
 
     def __init__(self, cases: list, size: tuple[int, int, int], seed: int) -> None:
         self.cases, self.size, self.rng = cases, size, np.random.default_rng(seed)
+        self.organs = [[int(v) for v in np.unique(label) if v > 0] for _, _, label in cases]
 
     def __call__(self, forced: bool) -> tuple[np.ndarray, np.ndarray]:
-        _, image, label = self.cases[self.rng.integers(len(self.cases))]
+        index = int(self.rng.integers(len(self.cases)))
+        _, image, label = self.cases[index]
         shape = image.shape[1:]
         if forced:
-            organ = self.rng.integers(1, 14)
+            organ = self.organs[index][self.rng.integers(len(self.organs[index]))]
             voxels = np.nonzero(label[0] == organ)
             pick = self.rng.integers(len(voxels[0]))
             centre = [int(v[pick]) for v in voxels]
@@ -96,7 +98,9 @@ class PatchSampler:
             centre = [int(self.rng.integers(n)) for n in shape]
         start = [int(np.clip(c - p // 2, 0, max(n - p, 0))) for c, p, n in zip(centre, self.size, shape)]
         box = (slice(None), *(slice(s, s + p) for s, p in zip(start, self.size)))
-        return image[box], label[box]
+        image, label = image[box], label[box]
+        pad = [(0, 0)] + [(0, p - n) for p, n in zip(self.size, image.shape[1:])]
+        return (np.pad(image, pad, constant_values=float(image.min())), np.pad(label, pad, constant_values=0))
 
 
 def make_loss(name: str) -> torch.nn.Module:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16  # noqa: E402
+from nnunet_cdl.inference.model_loading import read_checkpoint  # noqa: E402
 from nnunet_cdl.io import atomic_path, read_json, write_json, write_volume  # noqa: E402
 from nnunet_cdl.labels import ORGANS, nnunet_labels_dict  # noqa: E402
 from nnunet_cdl.nnunet_env import ensure_nnunet_env  # noqa: E402
@@ -111,7 +112,7 @@ def make_phantoms(recipe: dict, raw: Path, heldout: Path) -> list[dict]:
 
 def export_model(trained: Path, out: Path) -> Path:
     """Copy the trained model folder's plans, dataset and fold_0 weights (no optimizer state) into `out`."""
-    checkpoint = torch.load(trained / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(trained / "fold_0" / "checkpoint_final.pth")
     (out / "fold_0").mkdir(parents=True, exist_ok=True)
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
         shutil.copyfile(trained / name, out / name)
@@ -301,7 +302,7 @@ def main() -> int:
     shutil.copyfile(evaluation / "metrics.csv", out / "heldout_metrics.csv")
 
     print("6/6 learning curve, reference.json, MODEL_CARD.md", flush=True)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = read_checkpoint(checkpoint)
     logging = state["logging"]
     epoch_seconds = [e - s for s, e in zip(logging["epoch_start_timestamps"], logging["epoch_end_timestamps"])]
     curve = learning_curve(logging, recipe["iterations_per_epoch"], heldout_table(summary), out / "learning_curve.png")

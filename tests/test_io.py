@@ -1,8 +1,10 @@
+import gzip
 import os
 import shutil
 import stat
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -11,6 +13,9 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import (
     Geometry,
     atomic_directory,
+    check_image_file,
+    check_image_size,
+    ct_value_problems,
     case_id_from_image_file,
     list_image_files,
     read_volume,
@@ -127,3 +132,58 @@ def test_replacing_a_folder_with_a_read_only_subfolder_as_a_normal_user(tmp_path
     assert sorted(p.name for p in root.iterdir()) == ["labels"], "no backup or temporary folder may stay behind"
     assert (labels / "a.txt").read_text() == "new" and (labels / "locked" / "x.txt").read_text() == "x"
     assert stat.S_IMODE((labels / "locked").stat().st_mode) == 0o555
+
+
+def test_truncated_and_damaged_nifti_files_are_refused(tmp_path: Path) -> None:
+    array = np.random.default_rng(0).integers(-1000, 1000, (20, 30, 40)).astype(np.int16)
+    write_volume(tmp_path / "whole.nii.gz", array, GEOMETRY)
+    check_image_file(tmp_path / "whole.nii.gz")
+    data = (tmp_path / "whole.nii.gz").read_bytes()
+    for name, cut in (("half", len(data) // 2), ("tail", len(data) - 8)):
+        (tmp_path / f"{name}.nii.gz").write_bytes(data[:cut])
+        with pytest.raises(CdlError, match=f"{name}.nii.gz: truncated"):
+            read_volume(tmp_path / f"{name}.nii.gz")
+    raw = gzip.decompress(data)
+    (tmp_path / "plain.nii").write_bytes(raw)
+    check_image_file(tmp_path / "plain.nii")
+    (tmp_path / "short.nii").write_bytes(raw[:-100])
+    with pytest.raises(CdlError, match="short.nii: truncated"):
+        check_image_file(tmp_path / "short.nii")
+    (tmp_path / "blocks.nii.gz").write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    check_image_file(tmp_path / "blocks.nii.gz")  # multi-member gzip (bgzip): the trailer disagrees, the data is whole
+    zeroed = bytearray(raw)
+    zeroed[84:88] = np.float32(0).tobytes()  # pixdim[2]: y voxel size
+    (tmp_path / "zero.nii.gz").write_bytes(gzip.compress(bytes(zeroed)))
+    with pytest.raises(CdlError, match=r"zero.nii.gz: voxel size \(0.8, 0.0, 2.5\)"):
+        read_volume(tmp_path / "zero.nii.gz")
+
+
+def test_non_finite_float_voxels_are_refused_although_itk_reads_them_as_zero(tmp_path: Path) -> None:
+    values = np.zeros((8, 9, 10), np.float32)
+    values[1, 2, 3], values[4, 5, 6] = np.nan, -np.inf
+    nibabel.save(nibabel.Nifti1Image(values, np.eye(4)), tmp_path / "nan.nii.gz")
+    with pytest.raises(CdlError, match="nan.nii.gz: 2 voxels are NaN or infinite"):
+        read_volume(tmp_path / "nan.nii.gz")
+
+
+def test_sizes_no_ct_has() -> None:
+    check_image_size("ct", (300, 512, 512), (1.0, 0.7, 0.7))
+    check_image_size("slab", (1, 512, 512), (5.0, 0.8, 0.8))
+    for shape, spacing, message in (((3000, 1, 1), (0.5, 1.0, 1.0), "two axes"),
+                                    ((5000, 512, 512), (0.5, 0.7, 0.7), "limit of 4096"),
+                                    ((100, 512, 512), (0.0, 0.7, 0.7), "outside"),
+                                    ((2000, 64, 64), (2.0, 1.0, 1.0), "extent")):
+        with pytest.raises(CdlError, match=message) as error:
+            check_image_size("img.nii.gz", shape, spacing)
+        assert "img.nii.gz" in str(error.value) and "--allow-any-size" in str(error.value)
+
+
+def test_ct_value_problems() -> None:
+    ct = np.random.default_rng(1).normal(0, 300, (10, 20, 20)).astype(np.float32)
+    assert ct_value_problems(ct) == (None, [])
+    assert "same value" in ct_value_problems(np.full((4, 4, 4), -1000, np.int16))[0]
+    with_nan = ct.copy()
+    with_nan[0, 0, 0] = np.nan
+    assert "NaN" in ct_value_problems(with_nan)[0]
+    assert "label map" in ct_value_problems((np.arange(1000).reshape(10, 10, 10) % 14).astype(np.uint8))[1][0]
+    assert "unscaled" in ct_value_problems(np.linspace(0, 3000, 1000).reshape(10, 10, 10).astype(np.uint16))[1][0]

@@ -38,11 +38,17 @@ def usage() -> str:
 
 
 def run_guarded(prog: str, body: Callable[[], int | None]) -> int:
-    """Run a command body; a `CdlError` becomes one line on stderr and exit code 2."""
+    """Run a command body; a `CdlError`, or an operating-system error about a file (no permission, disk full),
+    becomes one line on stderr naming it, and exit code 2."""
     try:
         return int(body() or 0)
     except CdlError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"{prog}: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

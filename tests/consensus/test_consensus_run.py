@@ -124,6 +124,23 @@ def test_failed_cases_are_reported_and_left_out(tmp_path: Path, capsys: pytest.C
     assert set(curriculum["failed"]) == {"toy_001", "toy_002"}
 
 
+def test_truncated_files_fail_their_case_and_inputs_stay_unchanged(tmp_path: Path, capsys) -> None:
+    _make_dataset(tmp_path)
+    label = tmp_path / "pseudo" / "A" / "toy_001.nii.gz"
+    label.write_bytes(label.read_bytes()[: label.stat().st_size // 2])
+    image = tmp_path / "Dataset010_Toy" / "imagesTr" / "toy_002_0000.nii.gz"
+    image.write_bytes(image.read_bytes()[:-40])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*.nii.gz")}
+    assert cli_main(_argv(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "toy_001 skipped" in err and "toy_002 skipped" in err and "Traceback" not in err
+    rows = _rows(tmp_path / "out" / "Dataset011_ToyConsensus")
+    assert rows["toy_001"]["tier"] == "error" and "truncated" in rows["toy_001"]["error"]
+    assert rows["toy_002"]["tier"] == "error" and "toy_002_0000.nii.gz" in rows["toy_002"]["error"]
+    assert rows["toy_000"]["tier"] == "easy"
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_parts_then_merge_equal_a_single_run(tmp_path: Path) -> None:
     _make_dataset(tmp_path)
     assert cli_main(_argv(tmp_path, "--dataset-name", "Single")) == 0

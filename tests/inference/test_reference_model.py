@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
 from nnunet_cdl.cli import main as cli_main
+from nnunet_cdl.inference.model_loading import read_checkpoint
 from nnunet_cdl.io import read_json, write_volume
 from nnunet_cdl.consensus.scores import confusion_matrix
 from nnunet_cdl.consensus.scores import organ_dice as scores_organ_dice
@@ -52,7 +52,7 @@ def test_model_folder_is_complete_and_small() -> None:
         assert (REFERENCE / name).is_file(), name
     checkpoint_file = REFERENCE / "fold_0" / "checkpoint_final.pth"
     assert checkpoint_file.stat().st_size < 10 * 2**20
-    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(checkpoint_file)
     assert "optimizer_state" not in checkpoint
     assert {"network_weights", "init_args", "trainer_name", "inference_allowed_mirroring_axes"} <= set(checkpoint)
     plans = read_json(REFERENCE / "plans.json")

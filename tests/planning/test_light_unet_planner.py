@@ -131,6 +131,24 @@ def test_user_errors_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not (tmp_path / "pre").exists()
 
 
+def test_bad_training_cases_are_named_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_raw_dataset(tmp_path, 955, 3)
+    monkeypatch.setenv("nnUNet_raw", str(tmp_path))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "pre"))
+    short = folder / "labelsTr" / "case001.nii.gz"
+    label = sitk.ReadImage(str(short))
+    sitk.WriteImage(label[:, :, 2:], str(short))
+    truncated = folder / "imagesTr" / "case002_0000.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:-2000])
+    with pytest.raises(CdlError) as error:
+        main(["-d", "955"], "plan")
+    message = str(error.value)
+    assert "2 training case(s) cannot be planned" in message
+    assert "case001.nii.gz: 22x48x48 voxels (z, y, x), but the image case001_0000.nii.gz has 24x48x48" in message
+    assert "case002_0000.nii.gz: truncated" in message
+    assert not (tmp_path / "pre").exists()
+
+
 def test_numbers_and_shapes() -> None:
     assert target_spacing(None) is None and target_spacing(["4", "1.2", "1.2"]) == (4.0, 1.2, 1.2)
     assert num_processes(["3d_fullres"], [3]) == [3]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,10 @@ def test_layout_and_dataset_json(small_dataset: Path) -> None:
     noisy = read_volume(small_dataset / "pseudolabels" / "source_1" / train[0])
     assert image.array.dtype == np.int16 and noisy.array.dtype == np.uint8
     assert image.geometry.matches(noisy.geometry)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(small_dataset.stat().st_mode) == 0o777 & ~umask, "colleagues must be able to read it"
+    assert stat.S_IMODE((small_dataset / "dataset.json").stat().st_mode) == 0o666 & ~umask
 
 
 def test_manifest_groups_separated_by_true_dice(small_dataset: Path) -> None:

@@ -16,7 +16,7 @@ from nnunet_cdl.consensus.clean import clean_labels
 from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.io import Geometry, atomic_path, read_geometry, read_volume, write_volume
+from nnunet_cdl.io import Geometry, atomic_path, check_image_file, read_geometry, read_volume, write_volume
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def score_case(job: CaseJob) -> CaseResult:
 
 def _score(job: CaseJob, result: CaseResult) -> None:
     assert job.image is not None
+    check_image_file(job.image)
     ref_shape, ref_geometry = read_geometry(job.image)
     labels: list[np.ndarray] = []
     geometries: list[Geometry] = []

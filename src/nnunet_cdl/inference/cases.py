@@ -1,18 +1,39 @@
-"""The cases of an input folder."""
+"""The cases of an input folder, with the files that do not fit nnU-Net's naming named instead of crashing."""
 
 from __future__ import annotations
 
 import os
+import re
+from collections import defaultdict
 
-from nnunetv2.utilities.utils import create_paths_fn, get_identifiers_from_splitted_dataset_folder
 
-
-def case_file_lists(folder: str | os.PathLike[str], file_ending: str) -> list[list[str]]:
-    """Per case (sorted identifiers), its channel files `CASE_XXXX<file_ending>` in `folder`, as nnU-Net's
-    `create_lists_from_splitted_dataset_folder` lists them, but without its process pool: that pool forks the
-    predictor (with torch and the model loaded) 8 or more times just to match file names."""
+def list_cases(folder: str | os.PathLike[str], file_ending: str,
+               num_channels: int | None = None) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """Per case (sorted identifiers), its channel files `CASE_XXXX<file_ending>` in `folder` as nnU-Net's
+    `create_lists_from_splitted_dataset_folder` lists them (without its process pool, which forks the predictor
+    with torch and the model loaded just to match names), and the problems: (file, reason) for every file with
+    the ending that is not named `CASE_XXXX`, and for every case whose channels are not 0..`num_channels`-1.
+    """
     folder = os.fspath(folder)
-    files = sorted(name for name in os.listdir(folder) if name.endswith(file_ending)
-                   and os.path.isfile(os.path.join(folder, name)))
-    return [create_paths_fn(folder, files, file_ending, case)
-            for case in get_identifiers_from_splitted_dataset_folder(folder, file_ending)]
+    channels: dict[str, dict[int, str]] = defaultdict(dict)
+    problems: list[tuple[str, str]] = []
+    pattern = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not name.endswith(file_ending) or not os.path.isfile(path):
+            continue
+        match = pattern.match(name[: -len(file_ending)])
+        if match is None:
+            problems.append((path, f"not named like an nnU-Net input: CASE_XXXX{file_ending} with XXXX the "
+                                   f"4-digit channel, e.g. {name[: -len(file_ending)]}_0000{file_ending}"))
+            continue
+        channels[match["case"]][int(match["channel"])] = path
+    lists = []
+    for case in sorted(channels):
+        found = sorted(channels[case])
+        if num_channels is not None and found != list(range(num_channels)):
+            problems.append((channels[case][found[0]], f"case {case} has channel file(s) {found}, the model "
+                                                        f"expects {list(range(num_channels))}"))
+            continue
+        lists.append([channels[case][c] for c in found])
+    return lists, problems

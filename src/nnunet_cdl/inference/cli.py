@@ -56,6 +56,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ours.add_argument("--no-body-crop", action="store_true", help="tile the whole image, air included")
     ours.add_argument("--record", type=Path, default=None, help="folder for one JSON record per case")
     ours.add_argument("--preset", type=Path, default=None, help="inference preset JSON (default: packaged)")
+    ours.add_argument("--allow-any-size", action="store_true",
+                      help="predict images whose shape or voxel size no CT has (refused by default)")
     return parser
 
 
@@ -103,11 +105,12 @@ def main(argv: list[str], prog: str) -> int:
     settings = load_settings(args.preset)
     settings = settings.with_overrides(
         backend=args.backend, export=args.export, threads=args.threads, record_dir=args.record,
+        allow_any_size=args.allow_any_size or None,
         postprocess=replace(settings.postprocess, enabled=False) if args.no_postprocess else None,
         body=replace(settings.body, enabled=False) if args.no_body_crop else None,
     )
     torch.set_num_threads(settings.threads)
-    Path(args.o).mkdir(parents=True, exist_ok=True)
+    check_output_folder(Path(args.o))
     common = dict(
         tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
         perform_everything_on_device=not args.not_on_device, device=device, verbose=args.verbose,
@@ -119,6 +122,7 @@ def main(argv: list[str], prog: str) -> int:
         from nnunet_cdl.nnunet_env import ensure_nnunet_env
 
         ensure_nnunet_env()
+        Path(args.o).mkdir(parents=True, exist_ok=True)
         predictor = nnUNetPredictor(**common)
         _check_checkpoints(folder, folds, args.chk)
         predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
@@ -139,6 +143,15 @@ def main(argv: list[str], prog: str) -> int:
         part_id=args.part_id,
     )
     return 0
+
+
+def check_output_folder(folder: Path) -> None:
+    """`-o` must be a folder (or not exist yet, below a writable folder) that this user can write."""
+    if folder.exists() and not folder.is_dir():
+        raise CdlError(f"-o {folder}: exists and is not a folder")
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise CdlError(f"-o {folder}: {existing} is not writable")
 
 
 def _check_checkpoints(folder: str, folds: list, checkpoint: str) -> None:

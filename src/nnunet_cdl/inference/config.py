@@ -38,6 +38,8 @@ class InferenceSettings:
     stock: nnU-Net's resampling of the data and of every class's logits."""
     threads: int = field(default_factory=available_cores)
     record_dir: Path | None = None
+    allow_any_size: bool = False
+    """Skip the checks that refuse shapes and voxel sizes no CT has (`nnunet_cdl.io.check_image_size`)."""
 
     def with_overrides(self, **changes: object) -> InferenceSettings:
         """A copy with the given fields replaced (None values are ignored)."""

@@ -29,7 +29,7 @@ from nnunet_cdl.nnunet_env import ensure_nnunet_env, ext_trainer_dir
 DEFAULT_NETWORK_TRAINERS: frozenset[str] = frozenset({
     "nnUNetTrainer",
     "nnUNetTrainerLightUNet", "nnUNetTrainerLightUNet_1epoch", "nnUNetTrainerLightUNet_5epochs",
-    "nnUNetTrainerLightUNet_50epochs",
+    "nnUNetTrainerLightUNet_50epochs", "nnUNetTrainerLightUNet_Adam1en3",
     "nnUNetTrainerCDL", "nnUNetTrainerCDL_5epochs", "nnUNetTrainerCDL_50epochs",
     "nnUNetTrainerSwinXSeg", "nnUNetTrainerSwinXSeg_1epoch", "nnUNetTrainerSwinXSeg_5epochs",
     "nnUNetTrainerSwinXSeg_100epochs",
@@ -64,13 +64,44 @@ def find_trainer_class(name: str) -> type:
     return found
 
 
+def _numpy_checkpoint_globals() -> list:
+    """The numpy objects nnU-Net's checkpoints pickle (scalars and dtypes in the training log), under their
+    numpy 2 and numpy 1 names: allowed in `torch.load(weights_only=True)`, which refuses everything else."""
+    import numpy as np
+
+    scalar = np.dtype("f4").type(0).__reduce__()[0]
+    dtypes = [type(np.dtype(code)) for code in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")]
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+CHECKPOINT_KEYS_NEEDED = ("network_weights", "trainer_name", "init_args")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """An nnU-Net checkpoint loaded with `weights_only=True` (tensors, plain Python, numpy scalars; no code runs),
+    or a `CdlError` naming the file when it is missing, truncated, not a checkpoint or lacks what nnU-Net needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CdlError(f"{path}: checkpoint not found")
+    try:
+        with torch.serialization.safe_globals(_numpy_checkpoint_globals()):
+            checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError... on damaged files
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise CdlError(f"{path}: not a readable PyTorch checkpoint (truncated or damaged?): {reason[:300]}") from exc
+    missing = [key for key in CHECKPOINT_KEYS_NEEDED if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise CdlError(f"{path}: not an nnU-Net checkpoint (missing {', '.join(missing)})")
+    return checkpoint
+
+
 def load_model_folder(folder: Path, checkpoints: list[Path]) -> dict:
     """Everything `nnUNetPredictor.initialize_from_trained_model_folder` sets, as a dict of its attribute names."""
     dataset_json = read_json(folder / "dataset.json")
     plans_manager = PlansManager(read_json(folder / "plans.json"))
     parameters = []
     for index, path in enumerate(checkpoints):
-        checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=False)
+        checkpoint = read_checkpoint(path)
         if index == 0:
             trainer_name = checkpoint["trainer_name"]
             configuration_name = checkpoint["init_args"]["configuration"]

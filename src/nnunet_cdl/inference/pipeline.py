@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
 from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb
-from nnunet_cdl.io import atomic_path, read_geometry, write_json
+from nnunet_cdl.io import atomic_path, check_image_file, check_image_size, ct_value_problems, read_geometry, write_json
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
 
@@ -26,13 +28,16 @@ def case_name(first_file: str, file_ending: str) -> str:
     return name[: -(len(file_ending) + 5)] if name.endswith(file_ending) else name
 
 
-def read_case(predictor, files: list[str]) -> tuple[np.ndarray, dict]:
-    """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem."""
+def read_case(predictor, files: list[str], record: CaseRecord) -> tuple[np.ndarray, dict]:
+    """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem.
+
+    Refused: missing, truncated or unreadable files, zero voxel sizes, shapes and voxel sizes no CT has (unless
+    `settings.allow_any_size`), non-finite or constant values. Suspicious values are added to `record.warnings`.
+    """
     for path in files:
+        check_image_file(path)
         if str(path).endswith(SITK_ENDINGS):
             read_geometry(path)  # header checks: 3-D, one component, positive spacing
-        elif not Path(path).is_file():
-            raise CdlError(f"{path}: file not found")
     reader = predictor.plans_manager.image_reader_writer_class()
     try:
         data, properties = reader.read_images(files)
@@ -41,6 +46,13 @@ def read_case(predictor, files: list[str]) -> tuple[np.ndarray, dict]:
     expected = predictor._input_channels()
     if data.shape[0] != expected:
         raise CdlError(f"{files[0]}: the model expects {expected} channel file(s) per case, got {data.shape[0]}")
+    if not predictor.settings.allow_any_size:
+        check_image_size(files[0], tuple(data.shape[1:]), tuple(float(s) for s in properties["spacing"]))
+    if predictor.configuration_manager.normalization_schemes[0] == "CTNormalization":
+        error, found = ct_value_problems(data[0])
+        if error is not None:
+            raise CdlError(f"{files[0]}: {error}")
+        record.warnings.extend(found)
     return data, properties
 
 
@@ -49,7 +61,7 @@ def predict_case(predictor, files: list[str], output_truncated: str | None, save
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     settings = predictor.settings
     with record.stage("reading"):
-        data, properties = read_case(predictor, files)
+        data, properties = read_case(predictor, files, record)
     full_shape = data.shape[1:]
     record.image_shape = [int(s) for s in full_shape]
     with record.stage("preprocessing"):
@@ -115,18 +127,29 @@ def write_folder_metadata(predictor, output_folder: str) -> None:
     write_json(Path(output_folder) / "plans.json", predictor.plans_manager.plans)
 
 
-def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save_probabilities: bool, output_arg):
-    """Predict every case; log one line per case, write its record; raise `CdlError` at the end if any failed."""
+def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save_probabilities: bool, output_arg,
+              problems: Sequence[tuple[str, str]] = ()):
+    """Predict every case; log one line per case, write its record; raise `CdlError` at the end if any failed.
+
+    `problems` are input files refused before reading (file, reason): each fails as a case of its own. The output
+    folder's dataset.json and plans.json are written after the first prediction, so a run where every case
+    fails leaves no output behind.
+    """
     settings = predictor.settings
-    if isinstance(output_arg, str):
-        write_folder_metadata(predictor, output_arg)
-    elif outputs:
-        write_folder_metadata(predictor, os.path.dirname(outputs[0]) or os.curdir)
     ending = predictor.dataset_json["file_ending"]
     records, segmentations = [], []
-    count = len(lists)
-    for index, files in enumerate(lists, start=1):
-        out = outputs[index - 1] if outputs else None
+    count = len(lists) + len(problems)
+    metadata_written = False
+    for index, (path, reason) in enumerate(problems, start=1):
+        stem = os.path.basename(path).removesuffix(ending)
+        record = CaseRecord(case=re.sub(r"_\d{4}$", "", stem), inputs=[path], output=None, status="failed",
+                            error=f"{path}: {reason}")
+        predictor.log(record.progress_line(index, count))
+        if settings.record_dir is not None:
+            write_json(Path(settings.record_dir) / f"{record.case}.json", record.as_dict())
+        records.append(record)
+    for index, files in enumerate(lists, start=len(problems) + 1):
+        out = outputs[index - 1 - len(problems)] if outputs else None
         record = CaseRecord(
             case=case_name(files[0], ending), inputs=[str(f) for f in files], output=out + ending if out else None,
             backend=predictor.backend_name, threads=settings.threads, export=settings.export,
@@ -136,6 +159,10 @@ def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save
             segmentation = predict_case(predictor, files, out, save_probabilities, record)
             if out is None:
                 segmentations.append(segmentation)
+            elif not metadata_written:
+                write_folder_metadata(predictor, output_arg if isinstance(output_arg, str)
+                                      else os.path.dirname(out) or os.curdir)
+                metadata_written = True
         except Exception as exc:  # one bad case must not stop the others; it is reported and fails the run
             record.status = "failed"
             record.error = str(exc) if isinstance(exc, CdlError) else f"{files[0]}: {type(exc).__name__}: {exc}"

@@ -17,7 +17,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
 from nnunet_cdl.inference.backends import Backend, build_backend, resolve_backend
-from nnunet_cdl.inference.cases import case_file_lists
+from nnunet_cdl.inference.cases import list_cases
 from nnunet_cdl.inference.config import InferenceSettings, load_settings
 from nnunet_cdl.inference.model_loading import load_model_folder
 from nnunet_cdl.inference.postprocess import remove_small_components
@@ -184,16 +184,21 @@ class nnUNetCdlPredictor(nnUNetPredictor):
             raise CdlError("cascaded configurations are not supported by the adaptive predictor; use --tiling full")
         if not 0 <= part_id < num_parts:
             raise CdlError(f"-part_id must be in 0..{num_parts - 1}, got {part_id}")
+        problems: list[tuple[str, str]] = []
         if isinstance(list_of_lists_or_source_folder, str):
-            if not os.path.isdir(list_of_lists_or_source_folder):
-                raise CdlError(f"{list_of_lists_or_source_folder}: input folder not found")
-            list_of_lists_or_source_folder = case_file_lists(list_of_lists_or_source_folder,
-                                                             self.dataset_json["file_ending"])
+            folder, ending = list_of_lists_or_source_folder, self.dataset_json["file_ending"]
+            if not os.path.isdir(folder):
+                raise CdlError(f"{folder}: input folder not found")
+            list_of_lists_or_source_folder, problems = list_cases(folder, ending, self._input_channels())
+            if not list_of_lists_or_source_folder and not problems:
+                raise CdlError(f"{folder}: no input images (files named CASE_0000{ending}); nothing was written")
+            problems = problems[part_id::num_parts]
         lists, outputs, _ = self._manage_input_and_output_lists(
             list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files, None, overwrite,
             part_id, num_parts, save_probabilities,
         )
-        return run_cases(self, lists, outputs, save_probabilities, output_folder_or_list_of_truncated_output_files)
+        return run_cases(self, lists, outputs, save_probabilities, output_folder_or_list_of_truncated_output_files,
+                         problems)
 
     def predict_from_files_sequential(
         self,

@@ -38,6 +38,8 @@ class CaseRecord:
     peak_rss_mb: float = 0.0
     status: str = "ok"
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    """What made the input suspicious without refusing it (e.g. values that look like a label map)."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -69,4 +71,5 @@ class CaseRecord:
             f"network {s['network']:.1f}, export {s['exporting']:.1f}, write {s['writing']:.1f}); "
             f"windows {windows.get('run', '?')} run / {windows.get('skipped', '?')} skipped "
             f"({windows.get('grid', '?')} grid); peak {self.peak_rss_mb / 1024:.2f} GiB"
+            + "".join(f"; WARNING: {w}" for w in self.warnings)
         )

@@ -79,12 +79,37 @@ def check_training_cases(dataset_folder: Path, dataset_json: dict[str, Any]) -> 
             f"{dataset_folder / 'labelsTr'}: {len(unlabeled)} of {len(cases)} training cases have no label file "
             f"({shown}); add labelsTr/CASE{ending} for each or move those images out of imagesTr"
         )
+    problems = [problem for case, files in cases.items() if (problem := _case_problem(case, files))]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more case(s)" if len(problems) > 3 else "")
+        raise CdlError(f"{dataset_folder}: {len(problems)} training case(s) cannot be planned: {shown}")
     if dataset_json["numTraining"] != len(cases):
         raise CdlError(
             f"{dataset_folder / 'dataset.json'}: numTraining is {dataset_json['numTraining']} but imagesTr holds "
             f"{len(cases)} cases; set numTraining to {len(cases)}"
         )
     return len(cases)
+
+
+def _case_problem(case: str, files: dict[str, Any]) -> str | None:
+    """Why one training case cannot be planned (unreadable or truncated file, a channel or label of another shape
+    than the image; geometry differences are left to nnU-Net's own checks), or None. Reads headers only (and a
+    gzip trailer)."""
+    from nnunet_cdl.io import check_image_file, read_geometry
+
+    paths = [*files["images"], files["label"]]
+    try:
+        for path in paths:
+            check_image_file(path)
+        grids = [read_geometry(path) for path in paths]
+    except CdlError as exc:
+        return str(exc)
+    image_shape = grids[0][0]
+    for path, (shape, _) in zip(paths[1:], grids[1:]):
+        if shape != image_shape:
+            return (f"{path}: {'x'.join(map(str, shape))} voxels (z, y, x), but the image {Path(paths[0]).name} "
+                    f"has {'x'.join(map(str, image_shape))}")
+    return None
 
 
 def check_raw_dataset(raw_root: Path, dataset_id: int) -> Path:
