@@ -15,7 +15,6 @@ from nnunet_cdl.inference.backends import (
     available_backends,
     build_backend,
     openvino_cache_dir,
-    openvino_installed,
     resolve_backend,
 )
 
@@ -49,7 +48,6 @@ def test_torch_bf16_is_close_to_fp32():
     assert torch.equal(fp32.argmax(1)[fp32.softmax(1).amax(1) > 0.6], bf16.argmax(1)[fp32.softmax(1).amax(1) > 0.6])
 
 
-@pytest.mark.skipif(not openvino_installed(), reason="openvino extra not installed")
 def test_openvino_matches_torch_and_caches_beside_the_checkpoint(tmp_path):
     x = torch.randn(1, 1, 8, 16, 16)
     net = small_net()
@@ -74,7 +72,6 @@ def test_openvino_matches_torch_and_caches_beside_the_checkpoint(tmp_path):
     assert torch.allclose(changed, build_backend("torch-fp32", net, CPU, x, 1)(x), atol=1e-3)
 
 
-@pytest.mark.skipif(not openvino_installed(), reason="openvino extra not installed")
 def test_openvino_runs_swin_x_seg_whose_traced_code_computes_shapes():
     from nnunet_cdl.networks.swinxseg import SwinXSeg
 
@@ -86,3 +83,10 @@ def test_openvino_runs_swin_x_seg_whose_traced_code_computes_shapes():
     ov = build_backend("openvino-fp32", net, CPU, x, 1)(x)
     assert ov.shape == reference.shape == (1, 3, 32, 32, 64)
     assert torch.allclose(reference, ov, atol=1e-3 * max(1.0, float(reference.abs().max())))
+
+
+def test_openvino_is_part_of_every_install():
+    from importlib.metadata import requires
+
+    assert any(r.startswith("openvino") and "extra" not in r for r in requires("nnunet-cdl"))
+    assert "openvino-fp32" in available_backends(CPU)

@@ -53,7 +53,7 @@ def resolve_backend(name: str, device: torch.device) -> str:
     if name not in BACKENDS:
         raise CdlError(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {name!r}")
     if name not in usable:
-        why = "openvino is not installed (pip install 'nnunet-cdl[openvino]')" if name.startswith(
+        why = "openvino is not installed (it is a dependency of nnunet-cdl: reinstall it, pip install -e .)" if name.startswith(
             "openvino"
         ) and not openvino_installed() else f"not supported on this {device.type} device"
         raise CdlError(f"--backend {name}: {why}; usable here: {', '.join(usable)}")

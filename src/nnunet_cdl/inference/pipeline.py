@@ -16,7 +16,7 @@ import torch
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
-from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb
+from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, rss_mb
 from nnunet_cdl.io import atomic_path, check_image_file, check_image_size, ct_value_problems, read_geometry, write_json
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
@@ -167,6 +167,7 @@ def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save
             record.status = "failed"
             record.error = str(exc) if isinstance(exc, CdlError) else f"{files[0]}: {type(exc).__name__}: {exc}"
         record.peak_rss_mb = round(peak_rss_mb(), 1)
+        record.rss_mb = round(rss_mb(), 1)
         predictor.log(record.progress_line(index, count))
         if settings.record_dir is not None:
             write_json(Path(settings.record_dir) / f"{record.case}.json", record.as_dict())

@@ -12,6 +12,13 @@ from dataclasses import asdict, dataclass, field
 STAGES = ("reading", "preprocessing", "network", "exporting", "writing")
 
 
+def rss_mb() -> float:
+    """Resident memory of this process now, MiB."""
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -36,6 +43,8 @@ class CaseRecord:
     body_box: list[list[int]] | None = None
     network_shape: list[int] = field(default_factory=list)
     peak_rss_mb: float = 0.0
+    rss_mb: float = 0.0
+    """Resident memory after the case, MiB (flat from case to case when nothing leaks)."""
     status: str = "ok"
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
