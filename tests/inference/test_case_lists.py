@@ -31,7 +31,8 @@ def test_misnamed_files_and_missing_channels_are_named(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
     lists, problems = list_cases(tmp_path, ".nii.gz", num_channels=1)
     assert lists == [[str(tmp_path / "good_0000.nii.gz")]]
-    reasons = dict(problems)
+    reasons = {path: reason for _, path, reason in problems}
+    assert sorted(case for case, _, _ in problems) == ["gap", "plain", "two"]
     assert "plain_0000.nii.gz" in reasons[str(tmp_path / "plain.nii.gz")]
     assert "[0, 1]" in reasons[str(tmp_path / "two_0000.nii.gz")]
     assert "[1]" in reasons[str(tmp_path / "gap_0001.nii.gz")]

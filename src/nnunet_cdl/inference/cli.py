@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.inference.config import EXPORTS, available_cores, load_settings
+from nnunet_cdl.io import read_json
+from nnunet_cdl.inference.config import EXPORTS, OUTPUT_TYPES, available_cores, load_settings
 from nnunet_cdl.inference.backends import BACKENDS
+from nnunet_cdl.inference.cases import input_kind
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -22,7 +24,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         "(center-first adaptive tiling, body crop, bf16/OpenVINO backends, fast export, post-processing).",
     )
     nn = parser.add_argument_group("nnUNetv2_predict flags (same meaning)")
-    nn.add_argument("-i", required=True, help="input folder (CASE_0000.nii.gz ...)")
+    nn.add_argument("-i", required=True, help="input folder: CASE_0000.nii.gz ... (nnU-Net's layout), or DICOM CT "
+                    "series (in it or its sub-folders; one case per series, listed in OUTPUT/cases.csv)")
     nn.add_argument("-o", required=True, help="output folder (created)")
     nn.add_argument("-d", default=None, help="dataset name or id (with -c; or give -m)")
     nn.add_argument("-m", default=None, help="trained model folder, as nnUNetv2_predict_from_modelfolder -m")
@@ -56,6 +59,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ours.add_argument("--no-body-crop", action="store_true", help="tile the whole image, air included")
     ours.add_argument("--record", type=Path, default=None, help="folder for one JSON record per case")
     ours.add_argument("--preset", type=Path, default=None, help="inference preset JSON (default: packaged)")
+    ours.add_argument("--output-type", choices=OUTPUT_TYPES, default="nifti",
+                      help="nifti (default): CASE.nii.gz as nnU-Net writes it; dicom-seg (DICOM input only): "
+                      "CASE.dcm, a DICOM Segmentation referencing its series")
     ours.add_argument("--allow-any-size", action="store_true",
                       help="predict images whose shape or voxel size no CT has (refused by default)")
     return parser
@@ -105,12 +111,19 @@ def main(argv: list[str], prog: str) -> int:
     settings = load_settings(args.preset)
     settings = settings.with_overrides(
         backend=args.backend, export=args.export, threads=args.threads, record_dir=args.record,
-        allow_any_size=args.allow_any_size or None,
+        allow_any_size=args.allow_any_size or None, output_type=args.output_type,
         postprocess=replace(settings.postprocess, enabled=False) if args.no_postprocess else None,
         body=replace(settings.body, enabled=False) if args.no_body_crop else None,
     )
     torch.set_num_threads(settings.threads)
     check_output_folder(Path(args.o))
+    kind = input_kind(args.i, read_json(Path(folder) / "dataset.json").get("file_ending", ".nii.gz"))
+    if kind == "dicom" and args.tiling == "full":
+        raise CdlError(f"-i {args.i}: DICOM input needs the adaptive predictor; drop --tiling full")
+    if kind != "dicom" and args.output_type == "dicom-seg":
+        raise CdlError(f"--output-type dicom-seg needs DICOM input; -i {args.i} holds no DICOM files")
+    if args.output_type == "dicom-seg" and args.save_probabilities:
+        raise CdlError("--save_probabilities writes nnU-Net's .npz beside NIfTI output; drop it with dicom-seg")
     common = dict(
         tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
         perform_everything_on_device=not args.not_on_device, device=device, verbose=args.verbose,
@@ -137,6 +150,9 @@ def main(argv: list[str], prog: str) -> int:
 
     predictor = nnUNetCdlPredictor(**common, settings=settings)
     predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
+    if kind == "dicom":
+        predictor.predict_from_dicom(args.i, args.o, overwrite=not args.continue_prediction)
+        return 0
     predictor.predict_from_files(
         args.i, args.o, save_probabilities=args.save_probabilities, overwrite=not args.continue_prediction,
         folder_with_segs_from_prev_stage=args.prev_stage_predictions, num_parts=args.num_parts,

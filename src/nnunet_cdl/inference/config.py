@@ -15,6 +15,7 @@ from nnunet_cdl.io import read_json
 
 PRESET = Path(__file__).resolve().parent.parent / "configs" / "inference.json"
 EXPORTS = ("fast", "stock")
+OUTPUT_TYPES = ("nifti", "dicom-seg")
 Rules = TypeVar("Rules", TilingRules, BodyRules, PostprocessRules)
 
 
@@ -38,6 +39,8 @@ class InferenceSettings:
     stock: nnU-Net's resampling of the data and of every class's logits."""
     threads: int = field(default_factory=available_cores)
     record_dir: Path | None = None
+    output_type: str = "nifti"
+    """nifti: the dataset's file ending (nnU-Net's output); dicom-seg: a DICOM Segmentation per DICOM series."""
     allow_any_size: bool = False
     """Skip the checks that refuse shapes and voxel sizes no CT has (`nnunet_cdl.io.check_image_size`)."""
 

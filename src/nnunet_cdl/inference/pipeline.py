@@ -4,15 +4,18 @@ sliding window -> export -> post-process -> atomic write, timed per stage, one c
 from __future__ import annotations
 
 import copy
+import csv
 import os
 import pickle
-import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
+from nnunet_cdl.dicom.series import DicomSeries
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
@@ -28,12 +31,32 @@ def case_name(first_file: str, file_ending: str) -> str:
     return name[: -(len(file_ending) + 5)] if name.endswith(file_ending) else name
 
 
-def read_case(predictor, files: list[str], record: CaseRecord) -> tuple[np.ndarray, dict]:
+CaseInput = list[str] | DicomSeries
+"""A case's channel files (nnU-Net's layout), or one checked DICOM CT series."""
+
+
+def series_as_nifti(series: DicomSeries, folder: str) -> list[str]:
+    """The series read (HU, LPS) and written uncompressed into `folder` as `<case>_0000.nii`, for the plans'
+    own reader: a DICOM series then reaches the network exactly as its NIfTI conversion would."""
+    path = os.path.join(folder, f"{series.case}_0000.nii")
+    sitk.WriteImage(series.read(), path, useCompression=False)
+    return [path]
+
+
+def read_case(predictor, files: CaseInput, record: CaseRecord) -> tuple[np.ndarray, dict]:
     """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem.
 
     Refused: missing, truncated or unreadable files, zero voxel sizes, shapes and voxel sizes no CT has (unless
     `settings.allow_any_size`), non-finite or constant values. Suspicious values are added to `record.warnings`.
+    A DICOM series goes through a temporary NIfTI file (`series_as_nifti`), removed once read.
     """
+    if isinstance(files, DicomSeries):
+        with tempfile.TemporaryDirectory(prefix="nnunet-cdl-dicom-") as folder:
+            converted = series_as_nifti(files, folder)
+            try:
+                return read_case(predictor, converted, record)
+            except CdlError as exc:
+                raise CdlError(str(exc).replace(converted[0], f"{files.folder} (series {files.series_uid})")) from exc
     for path in files:
         check_image_file(path)
         if str(path).endswith(SITK_ENDINGS):
@@ -56,7 +79,7 @@ def read_case(predictor, files: list[str], record: CaseRecord) -> tuple[np.ndarr
     return data, properties
 
 
-def predict_case(predictor, files: list[str], output_truncated: str | None, save_probabilities: bool, record: CaseRecord):
+def predict_case(predictor, files: CaseInput, output_truncated: str | None, save_probabilities: bool, record: CaseRecord):
     """Run one case; returns the segmentation (z, y, x) in file axis order when `output_truncated` is None."""
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     settings = predictor.settings
@@ -111,6 +134,9 @@ def predict_case(predictor, files: list[str], output_truncated: str | None, save
         return segmentation
     with record.stage("writing"):
         writer = pm.image_reader_writer_class()
+        if settings.output_type == "dicom-seg":
+            write_seg_for_series(predictor, files, segmentation, properties, output_truncated + ".dcm")
+            return None
         with atomic_path(output_truncated + predictor.dataset_json["file_ending"]) as tmp:
             writer.write_seg(segmentation, str(tmp), properties)
         if probabilities is not None:
@@ -121,37 +147,54 @@ def predict_case(predictor, files: list[str], output_truncated: str | None, save
     return None
 
 
+def write_seg_for_series(predictor, series: CaseInput, segmentation: np.ndarray, properties: dict, path: str) -> None:
+    """`segmentation` (the plans' reader's axis order) as a DICOM SEG referencing `series`. The label map goes
+    through the plans' own writer into a temporary NIfTI read back by SimpleITK, whose (z, y, x) order is the
+    series' checked slice order, rows and columns, whatever reader the model was trained with."""
+    from nnunet_cdl.dicom.seg import write_dicom_seg
+
+    if not isinstance(series, DicomSeries):
+        raise CdlError(f"{path}: --output-type dicom-seg needs DICOM input (a source series to reference)")
+    with tempfile.TemporaryDirectory(prefix="nnunet-cdl-seg-") as folder:
+        nifti = os.path.join(folder, "seg.nii")
+        predictor.plans_manager.image_reader_writer_class().write_seg(segmentation, nifti, properties)
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(nifti))
+    folder = getattr(predictor, "model_folder", None)
+    write_dicom_seg(path, series, labels, Path(folder).name if folder is not None else predictor.trainer_name)
+
+
 def write_folder_metadata(predictor, output_folder: str) -> None:
     """dataset.json and plans.json beside the predictions, as nnU-Net writes them (its tools need them)."""
     write_json(Path(output_folder) / "dataset.json", predictor.dataset_json)
     write_json(Path(output_folder) / "plans.json", predictor.plans_manager.plans)
 
 
-def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save_probabilities: bool, output_arg,
-              problems: Sequence[tuple[str, str]] = ()):
+def run_cases(predictor, lists: Sequence[CaseInput], outputs: list[str] | None, save_probabilities: bool, output_arg,
+              problems: Sequence[tuple[str, str, str]] = ()):
     """Predict every case; log one line per case, write its record; raise `CdlError` at the end if any failed.
 
-    `problems` are input files refused before reading (file, reason): each fails as a case of its own. The output
+    `problems` are inputs refused before reading (case, file, reason): each fails as a case of its own. The output
     folder's dataset.json and plans.json are written after the first prediction, so a run where every case
     fails leaves no output behind.
     """
     settings = predictor.settings
     ending = predictor.dataset_json["file_ending"]
+    output_ending = ".dcm" if settings.output_type == "dicom-seg" else ending
     records, segmentations = [], []
     count = len(lists) + len(problems)
     metadata_written = False
-    for index, (path, reason) in enumerate(problems, start=1):
-        stem = os.path.basename(path).removesuffix(ending)
-        record = CaseRecord(case=re.sub(r"_\d{4}$", "", stem), inputs=[path], output=None, status="failed",
-                            error=f"{path}: {reason}")
+    for index, (case, path, reason) in enumerate(problems, start=1):
+        record = CaseRecord(case=case, inputs=[path], output=None, status="failed", error=f"{path}: {reason}")
         predictor.log(record.progress_line(index, count))
         if settings.record_dir is not None:
             write_json(Path(settings.record_dir) / f"{record.case}.json", record.as_dict())
         records.append(record)
     for index, files in enumerate(lists, start=len(problems) + 1):
         out = outputs[index - 1 - len(problems)] if outputs else None
+        dicom = isinstance(files, DicomSeries)
         record = CaseRecord(
-            case=case_name(files[0], ending), inputs=[str(f) for f in files], output=out + ending if out else None,
+            case=files.case if dicom else case_name(files[0], ending),
+            inputs=[str(files.folder)] if dicom else [str(f) for f in files], output=out + output_ending if out else None,
             backend=predictor.backend_name, threads=settings.threads, export=settings.export,
             postprocess=settings.postprocess.enabled,
         )
@@ -159,13 +202,13 @@ def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save
             segmentation = predict_case(predictor, files, out, save_probabilities, record)
             if out is None:
                 segmentations.append(segmentation)
-            elif not metadata_written:
+            elif not metadata_written and settings.output_type == "nifti":
                 write_folder_metadata(predictor, output_arg if isinstance(output_arg, str)
                                       else os.path.dirname(out) or os.curdir)
                 metadata_written = True
         except Exception as exc:  # one bad case must not stop the others; it is reported and fails the run
             record.status = "failed"
-            record.error = str(exc) if isinstance(exc, CdlError) else f"{files[0]}: {type(exc).__name__}: {exc}"
+            record.error = str(exc) if isinstance(exc, CdlError) else f"{record.inputs[0]}: {type(exc).__name__}: {exc}"
         record.peak_rss_mb = round(peak_rss_mb(), 1)
         record.rss_mb = round(rss_mb(), 1)
         predictor.log(record.progress_line(index, count))
@@ -177,3 +220,25 @@ def run_cases(predictor, lists: list[list[str]], outputs: list[str] | None, save
     if failed:
         raise CdlError(f"{len(failed)} of {count} case(s) failed: {', '.join(failed)} (see the lines above)")
     return segmentations if outputs is None else records
+
+
+CASES_COLUMNS = ("case", "status", "patient_id", "study_date", "study_instance_uid", "series_number",
+                 "series_instance_uid", "series_description", "folder", "slices", "left_out", "error")
+
+
+def write_cases_csv(path: Path, series: Sequence[DicomSeries], records: Sequence[CaseRecord]) -> None:
+    """`cases.csv` beside DICOM predictions: one row per series found (written atomically; nothing when every
+    series was refused, so a failed run leaves no output)."""
+    outcome = {record.case: record for record in records}
+    if not any(r.status == "ok" for r in records):
+        return
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CASES_COLUMNS)
+        for item in series:
+            record = outcome.get(item.case)
+            status = record.status if record is not None else ("failed" if item.error else "skipped")
+            error = record.error if record is not None and record.error else (item.error or "")
+            writer.writerow([item.case, status, item.patient_id, item.study_date, item.study_uid,
+                             item.series_number, item.series_uid, item.series_description, str(item.folder),
+                             len(item.files), "; ".join(item.skipped), error])

@@ -14,6 +14,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from nnunet_cdl.dicom.series import find_series
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
 from nnunet_cdl.inference.backends import Backend, build_backend, resolve_backend
@@ -80,11 +81,13 @@ class nnUNetCdlPredictor(nnUNetPredictor):
         for name, value in load_model_folder(folder, checkpoints).items():
             setattr(self, name, value)
         self.checkpoints = checkpoints
+        self.model_folder = folder
         self._backends = None
 
     def manual_initialization(self, *args, **kwargs) -> None:  # noqa: D401 - same signature as nnU-Net's
         super().manual_initialization(*args, **kwargs)
         self.checkpoints = None
+        self.model_folder = None
         self._backends = None
 
     def _patch(self) -> tuple[int, int, int]:
@@ -199,6 +202,34 @@ class nnUNetCdlPredictor(nnUNetPredictor):
         )
         return run_cases(self, lists, outputs, save_probabilities, output_folder_or_list_of_truncated_output_files,
                          problems)
+
+    def predict_from_dicom(self, input_folder: str, output_folder: str, overwrite: bool = True):
+        """Predict every CT series found below `input_folder` (DICOM files, sub-folders included) into
+        `output_folder/<case>.nii.gz` (or `<case>.dcm`, a DICOM SEG, with `settings.output_type` "dicom-seg"),
+        with `cases.csv` mapping each case to its patient, study and series (and
+        why a series was refused or failed). Raises `CdlError` after the last case when any failed."""
+        from nnunet_cdl.inference.pipeline import run_cases, write_cases_csv
+
+        if self._input_channels() != 1:
+            raise CdlError(f"{input_folder}: DICOM input needs a one-channel (CT) model; this one takes "
+                           f"{self._input_channels()} channels")
+        series = find_series(Path(input_folder))
+        if not series:
+            raise CdlError(f"{input_folder}: no DICOM series found; nothing was written")
+        problems = [(item.case, str(item.folder), f"series {item.series_uid}: {item.error}")
+                    for item in series if item.error is not None]
+        good = [item for item in series if item.error is None]
+        for item in good:
+            for skipped in item.skipped:
+                self.log(f"{item.case}: left out of series {item.series_uid}: {skipped}")
+        ending = ".dcm" if self.settings.output_type == "dicom-seg" else self.dataset_json["file_ending"]
+        if not overwrite:
+            good = [item for item in good if not os.path.isfile(os.path.join(output_folder, item.case + ending))]
+        outputs = [os.path.join(output_folder, item.case) for item in good]
+        try:
+            return run_cases(self, good, outputs, False, output_folder, problems)
+        finally:
+            write_cases_csv(Path(output_folder) / "cases.csv", series, getattr(self, "last_records", []))
 
     def predict_from_files_sequential(
         self,
