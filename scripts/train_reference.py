@@ -263,6 +263,9 @@ def main() -> int:
 
     print("2/6 plan and preprocess (LightUNetPlanner)", flush=True)
     preset = work / "planner_preset.json"
+    if preset.is_file() and read_json(preset) != recipe["planner_preset"]:
+        print(f"   the planner preset changed since {pre / dataset} was made: planning again", flush=True)
+        shutil.rmtree(pre / dataset, ignore_errors=True)
     write_json(preset, recipe["planner_preset"])
     if not (pre / dataset / f"{PLANS}_{CONFIGURATION}").is_dir():
         seconds["plan"] = run([str(BIN / "nnunet-cdl"), "plan", "-d", str(recipe["dataset_id"]), "-c", CONFIGURATION,
