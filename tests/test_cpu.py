@@ -19,3 +19,14 @@ def test_without_cpuinfo_the_name_comes_from_platform(monkeypatch: pytest.Monkey
     monkeypatch.setattr(cpu, "_cpuinfo", lambda: "")
     assert cpu.cpu_model_name()
     assert cpu.cpu_extensions() == []
+
+
+def test_an_isa_cap_below_avx512_bf16_hides_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: CPUINFO)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    native = cpu.cpu_supports_bf16()
+    for name, value in cpu.isa_cap_env(cpu.LAPTOP_ISA).items():
+        monkeypatch.setenv(name, value)
+    assert cpu.isa_cap() == "AVX2_VNNI" and not cpu.cpu_supports_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
+    assert cpu.cpu_supports_bf16() == native

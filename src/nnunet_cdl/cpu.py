@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -31,8 +32,34 @@ def cpu_extensions() -> list[str]:
     return [name for name in SPEED_EXTENSIONS if name in flags]
 
 
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "OV_CPU_MAX_ISA")
+"""Caps on the instruction set: oneDNN's (PyTorch, and OpenVINO's oneDNN kernels) and OpenVINO's own (its JIT
+kernels; honoured by debug-caps builds). Both are set together to one oneDNN ISA name."""
+LAPTOP_ISA = "AVX2_VNNI"
+"""What a typical laptop has: AVX2 with VNNI, no AVX-512 (oneDNN's name)."""
+BF16_ISAS = frozenset({"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
+                       "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+                       "ALL", "DEFAULT"})
+"""Caps under which native bfloat16 stays available (oneDNN ISA names)."""
+
+
+def isa_cap_env(isa: str) -> dict[str, str]:
+    """Environment that caps PyTorch's and OpenVINO's instruction set to `isa` (a oneDNN ISA name)."""
+    return {name: isa for name in ISA_CAP_VARIABLES}
+
+
+def isa_cap(environ: dict[str, str] | None = None) -> str | None:
+    """The instruction-set cap in force (`ONEDNN_MAX_CPU_ISA`, upper case), or None."""
+    value = (os.environ if environ is None else environ).get(ISA_CAP_VARIABLES[0], "").strip().upper()
+    return value or None
+
+
 def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bfloat16 arithmetic (x86 AVX512-BF16 / AMX, or arm64 with bf16)."""
+    """True when the CPU has native bfloat16 arithmetic (x86 AVX512-BF16 / AMX, or arm64 with bf16) and no
+    instruction-set cap (`isa_cap`) hides it."""
+    cap = isa_cap()
+    if cap is not None and cap not in BF16_ISAS:
+        return False
     if platform.system() == "Linux" and Path("/proc/cpuinfo").is_file():
         flags = Path("/proc/cpuinfo").read_text(errors="replace")
         return any(flag in flags for flag in ("avx512_bf16", "amx_bf16", " bf16"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -10,9 +11,12 @@ import torch
 from torch import nn
 
 from nnunet_cdl.errors import CdlError
+from nnunet_cdl.inference import backends
 from nnunet_cdl.inference.backends import (
     AUTO_ORDER,
     available_backends,
+    backend_choice_file,
+    choose_backend,
     build_backend,
     openvino_cache_dir,
     resolve_backend,
@@ -29,10 +33,10 @@ def small_net() -> nn.Module:
     ).eval()
 
 
-def test_auto_resolves_to_the_first_available_and_bad_names_are_user_errors():
+def test_auto_is_measured_on_the_cpu_and_bad_names_are_user_errors():
     usable = available_backends(CPU)
     assert usable and usable == [b for b in AUTO_ORDER if b in usable]
-    assert resolve_backend("auto", CPU) == usable[0]
+    assert resolve_backend("auto", CPU) == "auto"
     assert resolve_backend("torch-fp32", CPU) == "torch-fp32"
     with pytest.raises(CdlError):
         resolve_backend("tensorrt", CPU)
@@ -90,3 +94,28 @@ def test_openvino_is_part_of_every_install():
 
     assert any(r.startswith("openvino") and "extra" not in r for r in requires("nnunet-cdl"))
     assert "openvino-fp32" in available_backends(CPU)
+
+
+def test_auto_times_every_usable_backend_once_per_model_and_cpu(tmp_path, monkeypatch):
+    x = torch.randn(1, 1, 8, 16, 16)
+    net = small_net()
+    checkpoint = tmp_path / "fold_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"network_weights": net.state_dict()}, checkpoint)
+    choice, measured, built = choose_backend(net, x, 1, checkpoint)
+    seconds = measured["seconds_per_window"]
+    assert set(seconds) == set(available_backends(CPU)) and choice == min(seconds, key=seconds.get)
+    assert built is not None and torch.allclose(built(x), build_backend("torch-fp32", net, CPU, x, 1)(x), atol=0.1)
+    cached = json.loads(backend_choice_file(checkpoint).read_text())
+    assert cached["choice"] == choice and cached["key"]["machine"]["threads"] == 1
+
+    def no_measuring(*_args, **_kwargs):
+        raise AssertionError("a cached choice must not be measured again")
+
+    monkeypatch.setattr(backends, "time_backend", no_measuring)
+    again, measured_again, built_again = choose_backend(net, x, 1, checkpoint)
+    assert (again, measured_again["cached"], built_again) == (choice, True, None)
+    monkeypatch.setattr(backends, "time_backend", lambda backend, example, runs=1: 0.1)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")  # another instruction set: measured again
+    _, measured_capped, _ = choose_backend(net, x, 1, checkpoint)
+    assert not measured_capped["cached"] and not any(n.endswith("bf16") for n in measured_capped["seconds_per_window"])

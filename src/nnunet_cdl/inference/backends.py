@@ -1,8 +1,13 @@
-"""Window backends: PyTorch fp32, PyTorch bf16 autocast, OpenVINO fp32 / bf16 (optional extra).
+"""Window backends: PyTorch fp32, PyTorch bf16 autocast, OpenVINO fp32 / bf16.
 
 A backend maps one window (1, C, pz, py, px) float32 to logits (1, K, pz, py, px) float32. OpenVINO models are
 converted once from the PyTorch network and cached beside the checkpoint, keyed by the checkpoint's size,
 modification time and SHA-256, so a new checkpoint triggers a rebuild.
+
+`--backend auto` is chosen by measurement (`choose_backend`): the first time a model meets a CPU, every usable
+backend runs one window (after a warm-up) and the fastest wins; the timings and the choice are kept beside the
+checkpoint (`<checkpoint>.backend.json`) with the CPU's identity (model name, speed extensions, instruction-set
+cap, threads, library versions), so the next run on that CPU reuses the choice and another CPU measures again.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import statistics
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nnunet_cdl.cpu import cpu_supports_bf16
+from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16, isa_cap
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
 
 BACKENDS = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16")
 AUTO_ORDER = ("openvino-bf16", "torch-bf16", "openvino-fp32", "torch-fp32")
-"""`--backend auto` takes the first of these that is installed and supported (order measured by
-scripts/bench_predict.py --backends, see docs/inference.md)."""
+"""Usable backends in this order are the candidates of `--backend auto`; off the CPU (no measurement) it takes
+the first."""
 
 Backend = Callable[[torch.Tensor], torch.Tensor]
 
@@ -46,10 +53,11 @@ def available_backends(device: torch.device) -> list[str]:
 
 
 def resolve_backend(name: str, device: torch.device) -> str:
-    """`auto` -> the first available backend; a named one is checked to be usable here."""
+    """A named backend checked to be usable here; `auto` stays `auto` on the CPU (measured once the network is
+    known, `choose_backend`) and becomes the first usable backend elsewhere."""
     usable = available_backends(device)
     if name == "auto":
-        return usable[0]
+        return "auto" if device.type == "cpu" else usable[0]
     if name not in BACKENDS:
         raise CdlError(f"--backend must be auto or one of {', '.join(BACKENDS)}, got {name!r}")
     if name not in usable:
@@ -163,3 +171,62 @@ def build_backend(
         return TorchBackend(network, device, low_precision=name.endswith("bf16"))
     model = load_openvino_model(network.cpu(), example, checkpoint)
     return OpenVinoBackend(model, bf16=name.endswith("bf16"), threads=threads)
+
+
+def time_backend(backend: Backend, example: torch.Tensor, runs: int = 1) -> float:
+    """Median seconds of `runs` windows after one warm-up window (first-call allocation, OpenVINO's lazy init)."""
+    backend(example)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        backend(example)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def backend_choice_file(checkpoint: Path) -> Path:
+    """Where `--backend auto` keeps its measurement for `checkpoint`: `<checkpoint>.backend.json` beside it."""
+    return checkpoint.with_name(checkpoint.name + ".backend.json")
+
+
+def machine_identity(threads: int) -> dict:
+    """What makes a backend measurement valid only here: CPU model, speed extensions, ISA cap, threads, versions."""
+    identity = {"cpu": cpu_model_name(), "extensions": cpu_extensions(), "isa_cap": isa_cap(), "threads": threads,
+                "torch": torch.__version__}
+    if openvino_installed():
+        import openvino as ov
+
+        identity["openvino"] = ov.__version__
+    return identity
+
+
+def choose_backend(network: nn.Module, example: torch.Tensor, threads: int,
+                   checkpoint: Path | None) -> tuple[str, dict, Backend | None]:
+    """`--backend auto` on the CPU: (name, what was measured, the winner's backend when built now).
+
+    The cached choice beside `checkpoint` is used when its key (checkpoint identity, machine identity, window,
+    candidates) matches; otherwise every usable backend is timed on one window and the fastest is kept (and
+    cached when the folder is writable).
+    """
+    device = torch.device("cpu")
+    candidates = available_backends(device)
+    key = {"checkpoint": checkpoint_key(checkpoint) if checkpoint is not None else None,
+           "machine": machine_identity(threads), "window": list(example.shape), "candidates": candidates}
+    cache = backend_choice_file(checkpoint) if checkpoint is not None else None
+    if cache is not None and cache.is_file():
+        try:
+            cached = read_json(cache)
+        except CdlError:
+            cached = {}
+        if isinstance(cached, dict) and cached.get("key") == key and cached.get("choice") in candidates:
+            return cached["choice"], {**cached, "cached": True}, None
+    seconds, built = {}, {}
+    for name in candidates:
+        backend = build_backend(name, network, device, example, threads, checkpoint)
+        seconds[name] = round(time_backend(backend, example), 4)
+        built[name] = backend
+    choice = min(seconds, key=seconds.get)
+    result = {"key": key, "seconds_per_window": seconds, "choice": choice}
+    if cache is not None and os.access(cache.parent, os.W_OK):
+        write_json(cache, result)
+    return choice, {**result, "cached": False}, built[choice]

@@ -51,8 +51,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ours.add_argument("--tiling", choices=("adaptive", "full"), default="adaptive",
                       help="adaptive (default) or full = nnU-Net's stock predictor, for comparison")
     ours.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
-                      help="window backend (default from the preset: auto = first installed of openvino-bf16, "
-                      "torch-bf16, openvino-fp32, torch-fp32)")
+                      help="window backend (default from the preset: auto = the fastest on this CPU, timed on one "
+                      "window the first time a model meets a CPU and kept beside the checkpoint)")
     ours.add_argument("--threads", type=int, default=None, help=f"CPU threads (default: all {available_cores()})")
     ours.add_argument("--export", choices=EXPORTS, default=None, help="fast (default) or stock resampling")
     ours.add_argument("--no-postprocess", action="store_true", help="keep every connected component")

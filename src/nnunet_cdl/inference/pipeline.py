@@ -105,6 +105,7 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
     with record.stage("network"):
         torch.set_num_threads(settings.threads)
         result = predictor.adaptive_sliding_window(network_input, keep_logits=not fast or save_probabilities)
+        record.backend = predictor.backend_name  # `auto` is resolved by the first window
         record.windows = {
             "grid": result.grid,
             "step_size": predictor.tile_step_size,

@@ -17,13 +17,21 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunet_cdl.dicom.series import find_series
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
-from nnunet_cdl.inference.backends import Backend, build_backend, resolve_backend
+from nnunet_cdl.inference.backends import Backend, backend_choice_file, build_backend, choose_backend, resolve_backend
 from nnunet_cdl.inference.cases import list_cases
 from nnunet_cdl.inference.config import InferenceSettings, load_settings
 from nnunet_cdl.inference.model_loading import load_model_folder
 from nnunet_cdl.inference.postprocess import remove_small_components
 from nnunet_cdl.inference.sliding import SlidingResult, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
+
+
+def auto_backend_line(measured: dict, checkpoint: Path | None) -> str:
+    """One log line on what `--backend auto` chose and why (seconds per window of every candidate)."""
+    timings = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in measured["seconds_per_window"].items())
+    where = (f"cached in {backend_choice_file(checkpoint)}" if measured["cached"] else
+             f"measured now{f', kept in {backend_choice_file(checkpoint)}' if checkpoint is not None else ''}")
+    return f"backend auto: {measured['choice']} (per window on this CPU: {timings}; {where}; --backend forces one)"
 
 
 class nnUNetCdlPredictor(nnUNetPredictor):
@@ -106,6 +114,13 @@ class nnUNetCdlPredictor(nnUNetPredictor):
                 if params is not None:
                     network.load_state_dict(params)
                 checkpoint = self.checkpoints[index] if self.checkpoints else None
+                if self.backend_name == "auto":
+                    self.backend_name, measured, built = choose_backend(network, example, self.settings.threads,
+                                                                        checkpoint)
+                    self.log(auto_backend_line(measured, checkpoint))
+                    if built is not None:
+                        backends.append(built)
+                        continue
                 backends.append(build_backend(self.backend_name, network, self.device, example, self.settings.threads, checkpoint))
             self._backends = backends
         return self._backends
