@@ -104,7 +104,8 @@ def test_auto_times_every_usable_backend_once_per_model_and_cpu(tmp_path, monkey
     torch.save({"network_weights": net.state_dict()}, checkpoint)
     choice, measured, built = choose_backend(net, x, 1, checkpoint)
     seconds = measured["seconds_per_window"]
-    assert set(seconds) == set(available_backends(CPU)) and choice == min(seconds, key=seconds.get)
+    assert set(seconds) == set(available_backends(CPU)) - {"openvino-int8"}, "int8 waits for its accuracy gate"
+    assert choice == min(seconds, key=seconds.get)
     assert built is not None and torch.allclose(built(x), build_backend("torch-fp32", net, CPU, x, 1)(x), atol=0.1)
     cached = json.loads(backend_choice_file(checkpoint).read_text())
     assert cached["choice"] == choice and cached["key"]["machine"]["threads"] == 1

@@ -1,8 +1,8 @@
-"""Window backends: PyTorch fp32, PyTorch bf16 autocast, OpenVINO fp32 / bf16.
+"""Window backends: PyTorch fp32, PyTorch bf16 autocast, OpenVINO fp32 / bf16 / int8 (NNCF, `quantize`).
 
 A backend maps one window (1, C, pz, py, px) float32 to logits (1, K, pz, py, px) float32. OpenVINO models are
-converted once from the PyTorch network and cached beside the checkpoint, keyed by the checkpoint's size,
-modification time and SHA-256, so a new checkpoint triggers a rebuild.
+converted once from the PyTorch network and cached beside the checkpoint, keyed by the checkpoint's size and
+SHA-256, so a new checkpoint triggers a rebuild (and a copied model folder keeps its caches).
 
 `--backend auto` is chosen by measurement (`choose_backend`): the first time a model meets a CPU, every usable
 backend runs one window (after a warm-up) and the fastest wins; the timings and the choice are kept beside the
@@ -28,8 +28,8 @@ from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16, is
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
 
-BACKENDS = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16")
-AUTO_ORDER = ("openvino-bf16", "torch-bf16", "openvino-fp32", "torch-fp32")
+BACKENDS = ("torch-fp32", "torch-bf16", "openvino-fp32", "openvino-bf16", "openvino-int8")
+AUTO_ORDER = ("openvino-int8", "openvino-bf16", "torch-bf16", "openvino-fp32", "torch-fp32")
 """Usable backends in this order are the candidates of `--backend auto`; off the CPU (no measurement) it takes
 the first."""
 
@@ -89,13 +89,13 @@ class TorchBackend:
 
 
 def checkpoint_key(checkpoint: Path) -> dict:
-    """Identity of a checkpoint file: size, mtime (ns) and SHA-256 of its bytes."""
-    stat = checkpoint.stat()
+    """Identity of a checkpoint file: size and SHA-256 of its bytes (not its mtime, so that a model folder
+    copied or cloned elsewhere keeps its caches)."""
     digest = hashlib.sha256()
     with checkpoint.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    return {"size": checkpoint.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def openvino_cache_dir(checkpoint: Path) -> Path:
@@ -122,6 +122,14 @@ def _convert(network: nn.Module, example: torch.Tensor, folder: Path, key: dict)
     write_json(folder / "meta.json", key)
 
 
+def openvino_key(example: torch.Tensor, checkpoint: Path | None) -> dict:
+    """What an OpenVINO conversion of a checkpoint depends on: window shape, OpenVINO version, the checkpoint."""
+    import openvino as ov
+
+    key = {"input_shape": list(example.shape), "static_input": True, "openvino": ov.__version__}
+    return key | checkpoint_key(checkpoint) if checkpoint is not None else key
+
+
 def load_openvino_model(network: nn.Module, example: torch.Tensor, checkpoint: Path | None) -> object:
     """The OpenVINO model of `network` for inputs shaped like `example`, from the cache when it is current.
 
@@ -129,10 +137,9 @@ def load_openvino_model(network: nn.Module, example: torch.Tensor, checkpoint: P
     """
     import openvino as ov
 
-    key = {"input_shape": list(example.shape), "static_input": True, "openvino": ov.__version__}
     if checkpoint is None:
         return _trace(network, example)
-    key |= checkpoint_key(checkpoint)
+    key = openvino_key(example, checkpoint)
     folder = openvino_cache_dir(checkpoint)
     meta = folder / "meta.json"
     if not (meta.is_file() and read_json(meta) == key):
@@ -165,11 +172,17 @@ def build_backend(
     example: torch.Tensor,
     threads: int,
     checkpoint: Path | None = None,
+    calibration_folder: Path | None = None,
 ) -> Backend:
-    """One backend for `network` (weights already loaded) by its resolved name (see `resolve_backend`)."""
+    """One backend for `network` (weights already loaded) by its resolved name (see `resolve_backend`).
+    `openvino-int8` quantises on first use with windows from `calibration_folder` (`inference.quantize`)."""
     if name.startswith("torch"):
         return TorchBackend(network, device, low_precision=name.endswith("bf16"))
     model = load_openvino_model(network.cpu(), example, checkpoint)
+    if name == "openvino-int8":
+        from nnunet_cdl.inference.quantize import load_int8_model
+
+        model = load_int8_model(model, checkpoint, openvino_key(example, checkpoint), calibration_folder)
     return OpenVinoBackend(model, bf16=name.endswith("bf16"), threads=threads)
 
 
@@ -206,10 +219,14 @@ def choose_backend(network: nn.Module, example: torch.Tensor, threads: int,
 
     The cached choice beside `checkpoint` is used when its key (checkpoint identity, machine identity, window,
     candidates) matches; otherwise every usable backend is timed on one window and the fastest is kept (and
-    cached when the folder is writable).
+    cached when the folder is writable). int8 is a candidate only once its accuracy gate passed for this
+    checkpoint (scripts/bench_int8.py).
     """
+    from nnunet_cdl.inference.quantize import int8_gate_passed
+
     device = torch.device("cpu")
-    candidates = available_backends(device)
+    candidates = [name for name in available_backends(device) if name != "openvino-int8"
+                  or int8_gate_passed(checkpoint, openvino_key(example, checkpoint))]
     key = {"checkpoint": checkpoint_key(checkpoint) if checkpoint is not None else None,
            "machine": machine_identity(threads), "window": list(example.shape), "candidates": candidates}
     cache = backend_choice_file(checkpoint) if checkpoint is not None else None

@@ -62,6 +62,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ours.add_argument("--output-type", choices=OUTPUT_TYPES, default="nifti",
                       help="nifti (default): CASE.nii.gz as nnU-Net writes it; dicom-seg (DICOM input only): "
                       "CASE.dcm, a DICOM Segmentation referencing its series")
+    ours.add_argument("--int8-calibration", type=Path, default=None,
+                      help="openvino-int8: preprocessed training data to calibrate on (default: the model's dataset "
+                      "in nnUNet_preprocessed); quantised once, cached beside the checkpoint")
     ours.add_argument("--allow-any-size", action="store_true",
                       help="predict images whose shape or voxel size no CT has (refused by default)")
     return parser
@@ -112,6 +115,7 @@ def main(argv: list[str], prog: str) -> int:
     settings = settings.with_overrides(
         backend=args.backend, export=args.export, threads=args.threads, record_dir=args.record,
         allow_any_size=args.allow_any_size or None, output_type=args.output_type,
+        int8_calibration=args.int8_calibration,
         postprocess=replace(settings.postprocess, enabled=False) if args.no_postprocess else None,
         body=replace(settings.body, enabled=False) if args.no_body_crop else None,
     )

@@ -41,6 +41,8 @@ class InferenceSettings:
     record_dir: Path | None = None
     output_type: str = "nifti"
     """nifti: the dataset's file ending (nnU-Net's output); dicom-seg: a DICOM Segmentation per DICOM series."""
+    int8_calibration: Path | None = None
+    """Preprocessed training data (nnUNet_preprocessed/DatasetX/<plans>_<configuration>) for `openvino-int8`."""
     allow_any_size: bool = False
     """Skip the checks that refuse shapes and voxel sizes no CT has (`nnunet_cdl.io.check_image_size`)."""
 

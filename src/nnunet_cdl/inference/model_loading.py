@@ -117,6 +117,7 @@ def load_model_folder(folder: Path, checkpoints: list[Path]) -> dict:
         "plans_manager": plans_manager, "configuration_manager": configuration_manager,
         "list_of_parameters": parameters, "network": network, "dataset_json": dataset_json,
         "trainer_name": trainer_name, "allowed_mirroring_axes": mirroring, "label_manager": label_manager,
+        "configuration_name": configuration_name,
     }
 
 

@@ -121,9 +121,20 @@ class nnUNetCdlPredictor(nnUNetPredictor):
                     if built is not None:
                         backends.append(built)
                         continue
-                backends.append(build_backend(self.backend_name, network, self.device, example, self.settings.threads, checkpoint))
+                backends.append(build_backend(self.backend_name, network, self.device, example, self.settings.threads,
+                                              checkpoint, self.int8_calibration_folder()))
             self._backends = backends
         return self._backends
+
+    def int8_calibration_folder(self) -> Path | None:
+        """Preprocessed training data to calibrate int8 on: `settings.int8_calibration`, else the model's dataset
+        in `nnUNet_preprocessed` when it is there."""
+        from nnunet_cdl.inference.quantize import preprocessed_folder
+
+        if self.settings.int8_calibration is not None:
+            return self.settings.int8_calibration
+        configuration = getattr(self, "configuration_name", None)
+        return preprocessed_folder(self.plans_manager.plans, configuration) if configuration else None
 
     def _input_channels(self) -> int:
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels

@@ -1,0 +1,116 @@
+"""int8 post-training quantisation of a window network with NNCF, calibrated on the model's own preprocessed
+training data, cached beside the checkpoint (`<checkpoint>.openvino-int8/`) and rebuilt when the checkpoint changes.
+
+Calibration: `CALIBRATION_WINDOWS` windows of the patch size from the preprocessed cases of the model's dataset
+(`$nnUNet_preprocessed/<dataset>/<data identifier>/`, nnU-Net's blosc2 files, or a folder given explicitly),
+chosen with a fixed seed: half centred on a random foreground voxel of a random case, half at random places, as
+nnU-Net samples its training patches. The accuracy gate (`gate.json`, written by scripts/bench_int8.py: organ Dice
+of int8 against fp32 on held-out phantoms) decides whether `--backend auto` may pick int8.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from nnunet_cdl.errors import CdlError
+from nnunet_cdl.io import atomic_directory, read_json, write_json
+
+CALIBRATION_WINDOWS = 32
+CALIBRATION_SEED = 0
+INT8_GATE_DICE = 0.99
+"""Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
+
+
+def int8_cache_dir(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".openvino-int8")
+
+
+def preprocessed_folder(plans: dict, configuration: str) -> Path | None:
+    """Where nnU-Net keeps this model's preprocessed training data, when `nnUNet_preprocessed` says so."""
+    root = os.environ.get("nnUNet_preprocessed")
+    if not root:
+        return None
+    identifier = plans["configurations"][configuration].get("data_identifier", f"{plans['plans_name']}_{configuration}")
+    folder = Path(root) / plans["dataset_name"] / identifier
+    return folder if folder.is_dir() else None
+
+
+def _crop(volume: np.ndarray, centre: list[int], patch: tuple[int, ...], fill: float) -> np.ndarray:
+    """A (C, *patch) window of `volume` (C, z, y, x) centred on `centre`, padded with `fill` where it leaves it."""
+    start = [c - p // 2 for c, p in zip(centre, patch)]
+    out = np.full((volume.shape[0], *patch), fill, dtype=np.float32)
+    src = tuple(slice(max(s, 0), min(s + p, n)) for s, p, n in zip(start, patch, volume.shape[1:]))
+    dst = tuple(slice(r.start - s, r.stop - s) for r, s in zip(src, start))
+    out[(slice(None), *dst)] = volume[(slice(None), *src)]
+    return out
+
+
+def calibration_windows(folder: Path, patch: tuple[int, ...], count: int = CALIBRATION_WINDOWS,
+                        seed: int = CALIBRATION_SEED) -> list[np.ndarray]:
+    """`count` windows (1, C, *patch) float32 from the preprocessed cases in `folder` (see the module docstring)."""
+    import blosc2
+
+    images = sorted(p for p in folder.glob("*.b2nd") if not p.name.endswith("_seg.b2nd"))
+    if not images:
+        raise CdlError(f"{folder}: no preprocessed cases (*.b2nd) to calibrate int8 on")
+    rng = np.random.default_rng(seed)
+    windows = []
+    for index in range(count):
+        image_file = images[int(rng.integers(len(images)))]
+        image = blosc2.open(str(image_file), mode="r")[:]
+        centre = [int(rng.integers(n)) for n in image.shape[1:]]
+        seg_file = image_file.with_name(image_file.name[: -len(".b2nd")] + "_seg.b2nd")
+        if index % 2 == 0 and seg_file.is_file():
+            foreground = np.argwhere(blosc2.open(str(seg_file), mode="r")[:][0] > 0)
+            if len(foreground):
+                centre = [int(v) for v in foreground[int(rng.integers(len(foreground)))]]
+        windows.append(_crop(image.astype(np.float32), centre, patch, float(image.min()))[None])
+    return windows
+
+
+def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, calibration_folder: Path | None) -> object:
+    """The int8 OpenVINO model of `fp32_model`, from the cache when its key matches, else quantised now."""
+    import nncf
+    import openvino as ov
+
+    folder = int8_cache_dir(checkpoint) if checkpoint is not None else None
+    if folder is not None and (folder / "meta.json").is_file() and read_json(folder / "meta.json").get("key") == key:
+        return ov.Core().read_model(str(folder / "model.xml"))
+    if calibration_folder is None:
+        raise CdlError("--backend openvino-int8 needs calibration data: set nnUNet_preprocessed to where the model's "
+                       "dataset was preprocessed, or pass --int8-calibration DATA_FOLDER (a preprocessed "
+                       "nnUNet_preprocessed/DatasetX/<plans>_<configuration> folder)")
+    patch = tuple(int(d) for d in fp32_model.inputs[0].get_partial_shape().to_shape()[2:])
+    windows = calibration_windows(calibration_folder, patch)
+    quantised = nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows))
+    if folder is None or not os.access(folder.parent, os.W_OK):
+        return quantised
+    meta = {"key": key, "calibration": {"folder": str(calibration_folder), "windows": len(windows),
+                                        "seed": CALIBRATION_SEED}, "nncf": nncf.__version__}
+    with atomic_directory(folder, overwrite=True) as tmp:
+        ov.save_model(quantised, str(tmp / "model.xml"), compress_to_fp16=False)
+        write_json(tmp / "meta.json", meta)
+    return ov.Core().read_model(str(folder / "model.xml"))
+
+
+def int8_gate_passed(checkpoint: Path | None, key: dict) -> bool:
+    """True when scripts/bench_int8.py measured this checkpoint's int8 model within `INT8_GATE_DICE` of fp32."""
+    if checkpoint is None:
+        return False
+    gate = int8_cache_dir(checkpoint) / "gate.json"
+    if not gate.is_file():
+        return False
+    data = read_json(gate)
+    return data.get("key") == key and bool(data.get("passed")) and data.get("threshold", 0) >= INT8_GATE_DICE
+
+
+def write_int8_gate(checkpoint: Path, key: dict, min_organ_dice: float, details: dict) -> bool:
+    """Record the accuracy gate of this checkpoint's int8 model; returns whether it passed."""
+    passed = min_organ_dice >= INT8_GATE_DICE
+    write_json(int8_cache_dir(checkpoint) / "gate.json", {"key": key, "threshold": INT8_GATE_DICE,
+                                                          "min_organ_dice_vs_fp32": min_organ_dice,
+                                                          "passed": passed, **details})
+    return passed
