@@ -2,7 +2,8 @@
 
 (a) one random noisy source per case (cleaned), all cases;  (b) consensus labels, easy + hard mixed from the start;
 (c) consensus labels, easy only;  (d) consensus labels, easy then easy + hard (nnUNetTrainerCDL's default).
-Every arm trains the light U-Net for the same epochs x iterations x batch (fold "all"), then predicts the
+Every arm trains the light U-Net with the reference model's recipe (AdamW 1e-3, plans read in RAS order;
+`--optimizer paper` for the paper's SGD 0.01) for the same epochs x iterations x batch (fold "all"), then predicts the
 generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map), and
 `nnunet-cdl evaluate` adds FLARE's DSC / NSD (all 13 organs per case) and the DSC per organ.
 
@@ -37,8 +38,25 @@ from nnunet_cdl.consensus import clean_labels  # noqa: E402
 from nnunet_cdl.synth import generate_dataset  # noqa: E402
 from nnunet_cdl.training.curriculum import nnUNetTrainerCDL  # noqa: E402
 from nnunet_cdl.training.light_unet import nnUNetTrainerLightUNet  # noqa: E402
+from nnunet_cdl.training.light_unet_variants import nnUNetTrainerLightUNet_Adam1en3  # noqa: E402
 
 PLANS = "nnUNetPlansLightUNet"
+
+
+def with_optimizer(cls: type, optimizer: str) -> type:
+    """`cls` as is (`paper`: SGD 0.01), or with the reference model's AdamW 1e-3 (`reference`, the default)."""
+    if optimizer == "paper":
+        return cls
+
+    class Arm(cls):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.initial_lr = 1e-3
+
+        configure_optimizers = nnUNetTrainerLightUNet_Adam1en3.configure_optimizers
+
+    Arm.__name__ = Arm.__qualname__ = f"{cls.__name__}_Adam1en3"
+    return Arm
 
 
 class AblationRandomSource(nnUNetTrainerLightUNet):
@@ -162,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE,
                    help="refined labels of the consensus arms: the selected candidate (paper) or the majority vote")
     p.add_argument("--arms", default="abcd", help="which arms to run")
+    p.add_argument("--optimizer", choices=("reference", "paper"), default="reference",
+                   help="reference (default): AdamW 1e-3 as the reference model (nnUNetTrainerLightUNet_Adam1en3); "
+                   "paper: SGD 0.01 (nnUNetTrainerLightUNet)")
     p.add_argument("--device", default="cpu", help="torch device for training and prediction (cpu, cuda)")
     p.add_argument("--reuse-preprocessed", action="store_true",
                    help="keep the preprocessed datasets of an earlier run in --work (same preset flags)")
@@ -175,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (source / "manifest.json").is_file():
         generate_dataset(raw, 870, args.cases, num_test=args.test_cases, preset="small", seed=args.seed)
     preset = json.loads((Path(__file__).resolve().parents[1] / "configs" / "light_unet.json").read_text())
-    preset.update(patch_size=args.patch, target_spacing=args.spacing, features_per_stage=args.features)
+    preset.update(patch_size=args.patch, target_spacing=args.spacing, features_per_stage=args.features,
+                  reorient_to_ras=True)  # as the reference plans: flipped phantoms reach the network in RAS order
     (work / "preset.json").write_text(json.dumps(preset))
     random_source_dataset(raw, source, 871, args.seed)
     code = cli_main(["consensus", "--images", str(source / "imagesTr"), "--labels",
@@ -197,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for arm in args.arms:
         dataset_name, cls = arms[arm]
         start = time.perf_counter()
-        trainer = train(dataset_name, cls, args.epochs, args.iterations, args.device)
+        trainer = train(dataset_name, with_optimizer(cls, args.optimizer), args.epochs, args.iterations, args.device)
         scores = predict_and_score(trainer, source / "imagesTs", source / "labelsTs", work / "predictions" / arm,
                                    args.device)
         results["arms"][arm] = {"trainer": cls.__name__, "test_dice_mean": round(float(np.mean(scores)), 4),
