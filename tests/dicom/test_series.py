@@ -92,3 +92,27 @@ def test_case_names_are_readable_unique_and_safe(tmp_path) -> None:
         assert "/" not in case and ".." not in case and case == case.strip()
     assert "M-ller-Anna_20260101_s7" in cases
     assert sum(c.startswith("etc-passwd_20260101_s2_") for c in cases) == 2
+
+
+def test_duplicate_slices_mixed_sizes_and_enhanced_ct_are_refused(tmp_path) -> None:
+    import pydicom
+
+    volume = phantom_volume()
+    files = write_ct_series(tmp_path / "dup", volume, patient_id="DUP")
+    copy = pydicom.dcmread(files[3])
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    copy.save_as(tmp_path / "dup" / "copy.dcm", enforce_file_format=True)
+    files = write_ct_series(tmp_path / "size", volume, patient_id="SIZE")
+    small = pydicom.dcmread(files[2])
+    small.Rows, small.Columns = 20, 24
+    small.PixelData = np.zeros((20, 24), np.uint16).tobytes()
+    small.save_as(files[2], enforce_file_format=True)
+    files = write_ct_series(tmp_path / "enh", volume, patient_id="ENH")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        ds.NumberOfFrames = 2
+        ds.save_as(path, enforce_file_format=True)
+    errors = {s.patient_id: s.error for s in find_series(tmp_path)}
+    assert "duplicate slice positions" in errors["DUP"]
+    assert "different sizes" in errors["SIZE"]
+    assert "multi-frame" in errors["ENH"]
