@@ -17,7 +17,7 @@ from tests.training.test_light_unet_trainer import LABELS, plans_from_preset
 def adam_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> nnUNetTrainerLightUNet_Adam1en3:
     monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
     monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
-    plans = plans_from_preset()
+    plans = {**plans_from_preset(), "continue_training": False}
     dataset_json = {"labels": LABELS, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
     return nnUNetTrainerLightUNet_Adam1en3(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
 
