@@ -19,7 +19,7 @@ from nnunet_cdl.dicom.series import DicomSeries
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
-from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, rss_mb
+from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, release_free_memory, rss_mb
 from nnunet_cdl.io import atomic_path, check_image_file, check_image_size, ct_value_problems, read_geometry, write_json
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
@@ -210,6 +210,7 @@ def run_cases(predictor, lists: Sequence[CaseInput], outputs: list[str] | None, 
         except Exception as exc:  # one bad case must not stop the others; it is reported and fails the run
             record.status = "failed"
             record.error = str(exc) if isinstance(exc, CdlError) else f"{record.inputs[0]}: {type(exc).__name__}: {exc}"
+        release_free_memory()
         record.peak_rss_mb = round(peak_rss_mb(), 1)
         record.rss_mb = round(rss_mb(), 1)
         predictor.log(record.progress_line(index, count))

@@ -19,6 +19,18 @@ def rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def release_free_memory() -> None:
+    """Hand memory freed by the last case back to the system (glibc's `malloc_trim`; a no-op elsewhere), so that
+    cases of different sizes do not ratchet the resident memory up one arena at a time."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
