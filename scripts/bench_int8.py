@@ -77,7 +77,7 @@ def main() -> int:
         confusion += confusion_matrix(fp32, int8, NUM_CLASSES)
     dice = organ_dice(confusion)
     present = [organ for organ in ORGANS if confusion[organ].sum() + confusion[:, organ].sum() > 0]
-    per_organ = {ORGANS[o]: round(float(dice[o]), 4) for o in present}
+    per_organ = {ORGANS[o]: round(float(dice[o - 1]), 4) for o in present}  # dice[i]: organ i + 1
     minimum = min(per_organ.values()) if per_organ else 1.0
     checkpoint = args.model / "fold_0" / "checkpoint_final.pth"
     loaded = load_model_folder(args.model, [checkpoint])
