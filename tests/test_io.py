@@ -13,14 +13,12 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import (
     Geometry,
     atomic_directory,
-    check_image_file,
-    check_image_size,
-    ct_value_problems,
     case_id_from_image_file,
     list_image_files,
     read_volume,
     write_volume,
 )
+from nnunet_cdl.image_checks import check_image_file, check_image_size, ct_value_problems
 from tests.conftest import give_to_unprivileged, run_unprivileged, shared_tmp
 
 GEOMETRY = Geometry((0.8, 0.7, 2.5), (-10.0, 20.0, 30.0), (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))

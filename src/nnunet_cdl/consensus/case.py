@@ -16,7 +16,8 @@ from nnunet_cdl.consensus.clean import clean_labels
 from nnunet_cdl.consensus.fusion import majority_vote
 from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.io import Geometry, atomic_path, check_image_file, read_geometry, read_volume, write_volume
+from nnunet_cdl.image_checks import check_image_file
+from nnunet_cdl.io import Geometry, atomic_path, read_geometry, read_volume, write_volume
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
 from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, release_free_memory, rss_mb
-from nnunet_cdl.io import atomic_path, check_image_file, check_image_size, ct_value_problems, read_geometry, write_json
+from nnunet_cdl.image_checks import check_image_file, check_image_size, ct_value_problems
+from nnunet_cdl.io import atomic_path, read_geometry, write_json
 
 SITK_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".gipl", ".gipl.gz")
 

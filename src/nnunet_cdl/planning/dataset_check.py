@@ -95,7 +95,8 @@ def _case_problem(case: str, files: dict[str, Any]) -> str | None:
     """Why one training case cannot be planned (unreadable or truncated file, a channel or label of another shape
     than the image; geometry differences are left to nnU-Net's own checks), or None. Reads headers only (and a
     gzip trailer)."""
-    from nnunet_cdl.io import check_image_file, read_geometry
+    from nnunet_cdl.image_checks import check_image_file
+    from nnunet_cdl.io import read_geometry
 
     paths = [*files["images"], files["label"]]
     try:
