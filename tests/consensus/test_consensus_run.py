@@ -69,11 +69,11 @@ def test_consensus_builds_dataset_reports_and_curriculum(tmp_path: Path) -> None
     dirty[0, 0, :5] = 20  # five voxels outside the dataset's labels
     write_volume(tmp_path / "pseudo" / "B" / "toy_001.nii.gz", dirty, GEOMETRY)
     before = {p: p.read_bytes() for p in (tmp_path / "pseudo").rglob("*.nii.gz")}
-    assert cli_main(_argv(tmp_path, "--easy-threshold", "0.95", "--hard-threshold", "0.85")) == 0
+    assert cli_main(_argv(tmp_path, "--easy-threshold", "0.95", "--hard-threshold", "0.85", "--ds-mode", "others")) == 0
     folder = tmp_path / "out" / "Dataset011_ToyConsensus"
     rows = _rows(folder)
-    assert list(next(iter(rows.values()))) == ["case", "rs_A", "rs_B", "rs_C", "selected", "ds", "tier",
-                                               "cleaned_A", "cleaned_B", "cleaned_C", "error"]
+    assert list(next(iter(rows.values()))) == ["case", "rs_A", "rs_B", "rs_C", "selected", "ds", "tier", "excluded",
+                                               "cleaned_A", "cleaned_B", "cleaned_C", "voted", "error"]
     assert all(row["selected"] == "A" for row in rows.values())
     assert rows["toy_001"]["cleaned_B"] == "5" and rows["toy_001"]["cleaned_A"] == "0"
     ds = [float(rows[c]["ds"]) for c in sorted(rows)]
@@ -208,7 +208,7 @@ def test_refine_vote_writes_the_majority_and_counts_what_it_changed(tmp_path: Pa
     truth = _truth()
     a = _erode_organ(truth, 3, 1)  # toy_000: A, B and C now each make a different mistake
     write_volume(tmp_path / "pseudo" / "A" / "toy_000.nii.gz", a, GEOMETRY)
-    assert cli_main(_argv(tmp_path, "--dataset-name", "Select")) == 0
+    assert cli_main(_argv(tmp_path, "--dataset-name", "Select", "--refine", "select")) == 0
     assert cli_main(_argv(tmp_path, "--dataset-name", "Vote", "--refine", "vote")) == 0
     select, vote = tmp_path / "out" / "Dataset011_Select", tmp_path / "out" / "Dataset011_Vote"
     rows = _rows(vote)

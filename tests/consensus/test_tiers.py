@@ -17,7 +17,8 @@ from nnunet_cdl.errors import CdlError
 def test_packaged_config_holds_the_paper_thresholds() -> None:
     config = load_config()
     assert config.thresholds == Thresholds(0.90, 0.80)
-    assert config.ds_mode == "others" and config.tier_mode == "fixed" and config.refine == "select"
+    assert config.ds_mode == "trusted" and config.tier_mode == "fixed" and config.refine == "trusted-vote"
+    assert config.trust_margin == 0.1
 
 
 def test_fixed_tiers_boundaries() -> None:
@@ -51,11 +52,14 @@ def test_overrides_and_validation(tmp_path: Path) -> None:
         load_config(bad)
     assert isinstance(load_config(), ConsensusConfig)
     assert load_config().with_overrides(refine="vote").refine == "vote"
+    assert load_config().with_overrides(refine="staple").refine == "staple"
     with pytest.raises(CdlError, match="refine"):
-        load_config().with_overrides(refine="staple")
+        load_config().with_overrides(refine="median")
+    with pytest.raises(CdlError, match="trust_margin"):
+        load_config().with_overrides(trust_margin=1.5)
     older = tmp_path / "older.json"  # settings files written before `refine` existed still load
     older.write_text(json.dumps({"ds_mode": "others", "tier_mode": "fixed", "thresholds": {"easy": 0.9, "hard": 0.8},
                                  "quantiles": {"easy": 0.5, "hard": 0.1}}))
-    assert load_config(older).refine == "select"
+    assert load_config(older).refine == "select" and load_config(older).trust_margin == 0.1
     older.write_text(json.dumps({**json.loads(older.read_text()), "refine": "vote"}))
     assert load_config(older).refine == "vote"

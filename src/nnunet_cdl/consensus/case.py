@@ -13,8 +13,15 @@ from typing import Any
 import numpy as np
 
 from nnunet_cdl.consensus.clean import clean_labels
-from nnunet_cdl.consensus.fusion import majority_vote
-from nnunet_cdl.consensus.scores import difficulty_score, pairwise_dice, reliability_scores, select_candidate
+from nnunet_cdl.consensus.fusion import majority_vote, organ_reliability, staple, trusted_vote
+from nnunet_cdl.consensus.scores import (
+    difficulty_score,
+    pairwise_agreement,
+    reliability_scores,
+    select_candidate,
+    trusted_agreement,
+    trusted_organs,
+)
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.image_checks import check_image_file
 from nnunet_cdl.io import Geometry, atomic_path, read_geometry, read_volume, write_volume
@@ -36,7 +43,9 @@ class CaseJob:
     ds_mode: str
     out_label: Path
     refine: str
-    """How the refined label is made: the highest-RS candidate ("select") or the voxel-wise majority ("vote")."""
+    """How the refined label is made: "select" (the highest-RS candidate), "vote", "trusted-vote" or "staple"."""
+    trust_margin: float
+    """A candidate is not trusted for an organ when its best agreement on it is this far below the best pair's."""
 
 
 @dataclass
@@ -52,7 +61,9 @@ class CaseResult:
     cleaned: list[int] | None = None
     """Voxels set to 0 by cleaning, per source."""
     voted: int | None = None
-    """With refine "vote": voxels where the vote differs from the selected candidate."""
+    """With a fusing refine mode: voxels where the written label differs from the selected candidate."""
+    excluded: list[list[int]] | None = None
+    """Per source, the organs it was not trusted for (`scores.trusted_organs`)."""
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -139,14 +150,17 @@ def _score(job: CaseJob, result: CaseResult) -> None:
         cleaned.append(n_changed)
         file_dtypes.append(file_dtype)
     num_classes = max(job.allowed) + 1
-    dice = pairwise_dice(labels, num_classes)
+    dice, per_organ = pairwise_agreement(labels, num_classes)
     rs = reliability_scores(dice)
     selected = select_candidate(rs, job.selectable)
-    ds = difficulty_score(dice, selected, job.ds_mode, job.challenge)  # type: ignore[arg-type]
+    trusted = trusted_organs(per_organ, job.trust_margin)
+    robust_rs, trusted_mean = trusted_agreement(per_organ, trusted)
+    ds = difficulty_score(dice, selected, job.ds_mode, job.challenge, trusted_mean)  # type: ignore[arg-type]
     source = job.candidates[selected]
     assert source is not None
-    if job.refine == "vote":
-        fused, result.voted = majority_vote(labels, num_classes, selected)
+    fused = fuse(job.refine, labels, num_classes, selected, trusted, per_organ, robust_rs, job.selectable)
+    if fused is not None:
+        result.voted = int(np.count_nonzero(fused != labels[selected]))
         write_volume(job.out_label, fused, geometries[selected])
     elif cleaned[selected] == 0 and np.issubdtype(file_dtypes[selected], np.integer):
         with atomic_path(job.out_label) as tmp:
@@ -158,3 +172,24 @@ def _score(job: CaseJob, result: CaseResult) -> None:
     result.selected = selected
     result.ds = ds
     result.cleaned = cleaned
+    result.excluded = [[int(o) + 1 for o in np.flatnonzero(~row)] for row in trusted]
+
+
+def fuse(
+    refine: str, labels: list[np.ndarray], num_classes: int, selected: int, trusted: np.ndarray,
+    per_organ: np.ndarray, robust_rs: np.ndarray, selectable: tuple[bool, ...],
+) -> np.ndarray | None:
+    """The fused label of a fusing refine mode, None for "select" (the selected candidate is written as it is).
+
+    Ties in "trusted-vote" go by robust RS, candidates that may not be selected (`--reference-votes-only`) last.
+    """
+    if refine == "select":
+        return None
+    if refine == "vote":
+        return majority_vote(labels, num_classes, selected)[0]
+    if refine == "staple":
+        return staple(labels, num_classes, selected)
+    if refine == "trusted-vote":
+        priority = robust_rs - 2.0 * ~np.asarray(selectable, dtype=bool)
+        return trusted_vote(labels, num_classes, trusted, organ_reliability(per_organ), priority)
+    raise CdlError(f"unknown refine mode {refine!r}")

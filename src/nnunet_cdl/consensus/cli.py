@@ -39,12 +39,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="label values kept, e.g. 0-13 [default: the input dataset.json's labels, else 0-13]")
     p.add_argument("--config", type=Path, default=None, help="settings file [default: packaged configs/consensus.json]")
     p.add_argument("--ds-mode", choices=DS_MODES, default=None,
-                   help="others: mean Dice of the selected label with the other candidates; paper: CDL-UNet Eq. 2 "
-                        "(mean with the challenge labels, itself included) [default: from the config, others]")
+                   help="trusted: per organ, the mean Dice among the candidates trusted for it (one failing "
+                        "candidate cannot drag it down); others: mean Dice of the selected label with the other "
+                        "candidates; paper: CDL-UNet Eq. 2 (mean with the challenge labels, itself included) "
+                        "[default: from the config, trusted]")
     p.add_argument("--refine", choices=REFINE_MODES, default=None,
-                   help="select: the refined label is the highest-RS candidate (CDL-UNet); vote: the voxel-wise "
-                        "majority of the candidates, ties to that candidate; DS and tiers are the same either way "
-                        "[default: from the config, select]")
+                   help="trusted-vote: voxel-wise vote in which a candidate has no say on the organs it is not "
+                        "trusted for; select: the highest-RS candidate (CDL-UNet); vote: the plain voxel-wise "
+                        "majority, ties to that candidate; staple: SimpleITK's multi-label STAPLE (slower); DS and "
+                        "tiers do not depend on it [default: from the config, trusted-vote]")
+    p.add_argument("--trust-margin", type=float, default=None,
+                   help="a candidate is not trusted for an organ when its best per-organ Dice with another "
+                        "candidate is more than this below the best pair's [config: 0.1]")
     p.add_argument("--tier-mode", choices=TIER_MODES, default=None, help="[default: from the config, fixed]")
     p.add_argument("--easy-threshold", type=float, default=None, help="DS >= this is easy [config: 0.90]")
     p.add_argument("--hard-threshold", type=float, default=None, help="DS >= this (and < easy) is hard [config: 0.80]")
@@ -68,7 +74,7 @@ def settings_from_args(args: argparse.Namespace) -> ConsensusSettings:
     allowed = parse_allowed_labels(args.allowed_labels) if args.allowed_labels else None
     labels, extra, ending = labels_and_extra(base, allowed, images)
     config = load_config(args.config).with_overrides(
-        ds_mode=args.ds_mode, tier_mode=args.tier_mode, refine=args.refine, thresholds_easy=args.easy_threshold,
+        ds_mode=args.ds_mode, tier_mode=args.tier_mode, refine=args.refine, trust_margin=args.trust_margin, thresholds_easy=args.easy_threshold,
         thresholds_hard=args.hard_threshold, quantiles_easy=args.easy_quantile, quantiles_hard=args.hard_quantile,
     )
     if not 1 <= args.dataset_id <= 999:

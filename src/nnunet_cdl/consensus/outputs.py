@@ -28,9 +28,10 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def csv_rows(settings: ConsensusSettings, results: Sequence[CaseResult], tiers: Mapping[str, str]) -> list[dict]:
-    """One row per case: case, rs_<source>..., selected, ds, tier, cleaned_<source>..., [voted,] error.
+    """One row per case: case, rs_<source>..., selected, ds, tier, excluded, cleaned_<source>..., [voted,] error.
 
-    `voted` (only with refine "vote"): voxels where the refined (voted) label differs from the selected candidate.
+    `excluded`: the sources not trusted for some organ, with those organs (`source_3:1,5;source_1:7`).
+    `voted` (only with a fusing refine mode): voxels where the written label differs from the selected candidate.
     """
     names = [s.name for s in settings.sources]
     rows = []
@@ -40,8 +41,10 @@ def csv_rows(settings: ConsensusSettings, results: Sequence[CaseResult], tiers: 
         row["selected"] = "" if r.selected is None else names[r.selected]
         row["ds"] = "" if r.ds is None else f"{r.ds:.6f}"
         row["tier"] = tiers.get(r.case, ERROR_TIER)
+        row["excluded"] = ";".join(f"{names[i]}:{','.join(map(str, organs))}"
+                                   for i, organs in enumerate(r.excluded or []) if organs)
         row.update({f"cleaned_{n}": "" if r.cleaned is None else r.cleaned[i] for i, n in enumerate(names)})
-        if settings.config.refine == "vote":
+        if settings.config.refine != "select":
             row["voted"] = "" if r.voted is None else r.voted
         row["error"] = r.error or ""
         rows.append(row)
@@ -111,7 +114,7 @@ def write_dataset(settings: ConsensusSettings, results: Sequence[CaseResult], st
             tmp / CURRICULUM_FILE, {t: [c for c, ct in tiers.items() if ct == t] for t in TIERS}, dataset_cases,
             thresholds, {
                 "ds_mode": settings.config.ds_mode, "tier_mode": settings.config.tier_mode,
-                "refine": settings.config.refine,
+                "refine": settings.config.refine, "trust_margin": settings.config.trust_margin,
                 "quantiles": ({"easy": settings.config.quantiles.easy, "hard": settings.config.quantiles.hard}
                               if settings.config.tier_mode == "quantile" else None),
                 "sources": [{"name": s.name, "kind": s.kind} for s in settings.sources],

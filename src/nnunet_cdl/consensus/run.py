@@ -55,6 +55,7 @@ def run_part(settings: ConsensusSettings, num_parts: int, part_id: int, num_proc
                 source_names=tuple(s.name for s in settings.sources), challenge=settings.challenge,
                 selectable=settings.selectable, allowed=settings.allowed, ds_mode=settings.config.ds_mode,
                 out_label=tmp / "labels" / f"{case}{settings.file_ending}", refine=settings.config.refine,
+                trust_margin=settings.config.trust_margin,
             )
             for case in mine
         ]

@@ -11,8 +11,8 @@ from typing import Literal
 
 import numpy as np
 
-DsMode = Literal["others", "paper"]
-DS_MODES: tuple[str, ...] = ("others", "paper")
+DsMode = Literal["trusted", "others", "paper"]
+DS_MODES: tuple[str, ...] = ("trusted", "others", "paper")
 TIE_TOLERANCE = 1e-9
 """Reliability scores closer than this count as tied (the earlier source wins)."""
 
@@ -61,10 +61,16 @@ def check_range(label: np.ndarray, num_classes: int) -> None:
 
 
 def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
-    """Symmetric (K, K) matrix of multi-organ Dice between K label maps of equal shape, ones on the diagonal.
+    """Symmetric (K, K) matrix of multi-organ Dice between K label maps of equal shape, ones on the diagonal."""
+    return pairwise_agreement(labels, num_classes)[0]
 
-    Voxels that are background in every map only add to the background count, so each map's foreground union
-    is gathered once and each unordered pair costs one bincount over that union (K*(K-1)/2 confusion matrices).
+
+def pairwise_agreement(labels: Sequence[np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(multi-organ Dice (K, K), per-organ Dice (K, K, num_classes - 1)) between K label maps of equal shape.
+
+    Diagonals are 1; a per-organ entry is NaN where neither map of the pair holds that organ. Voxels that are
+    background in every map only add to the background count, so each map's foreground union is gathered once
+    and each unordered pair costs one bincount over that union (K*(K-1)/2 confusion matrices).
     """
     k = len(labels)
     shape = labels[0].shape
@@ -78,12 +84,14 @@ def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     compact = [label[union] for label in labels]
     del union
     dice = np.eye(k, dtype=np.float64)
+    per_organ = np.ones((k, k, num_classes - 1), dtype=np.float64)
     for i in range(k):
         for j in range(i + 1, k):
             confusion = confusion_matrix(compact[i], compact[j], num_classes)
             confusion[0, 0] += outside
             dice[i, j] = dice[j, i] = multi_organ_dice(confusion)
-    return dice
+            per_organ[i, j] = per_organ[j, i] = organ_dice(confusion)
+    return dice, per_organ
 
 
 def reliability_scores(dice: np.ndarray) -> np.ndarray:
@@ -106,16 +114,67 @@ def select_candidate(rs: np.ndarray, selectable: Sequence[bool] | None = None) -
     return int(np.flatnonzero(mask & (rs >= best - TIE_TOLERANCE))[0])
 
 
+def trusted_organs(per_organ: np.ndarray, margin: float) -> np.ndarray:
+    """Which candidate is trusted for which organ, (K, num_classes - 1) bool, from per-organ pairwise Dice.
+
+    Candidate k is trusted for organ o when its best agreement on o with another candidate, max_j D[k, j, o], is
+    within `margin` of the best agreement of any pair on o. One candidate that drops, swaps, shifts or invents an
+    organ agrees with nobody on it and loses its say there; when all candidates disagree alike (a case that is
+    truly hard) all stay trusted. A pair where neither map holds the organ agrees on it (Dice 1). With fewer than
+    three candidates nobody can be outvoted, so all are trusted.
+    """
+    k = per_organ.shape[0]
+    if k < 3:
+        return np.ones((k, per_organ.shape[2]), dtype=bool)
+    agreement = np.nan_to_num(per_organ, nan=1.0).copy()
+    agreement[np.arange(k), np.arange(k)] = -np.inf
+    best_partner = agreement.max(axis=1)
+    return best_partner >= best_partner.max(axis=0, keepdims=True) - margin
+
+
+def trusted_agreement(per_organ: np.ndarray, trusted: np.ndarray) -> tuple[np.ndarray, float]:
+    """(robust RS per candidate (K,), agreement of the trusted candidates) from per-organ Dice and `trusted`.
+
+    Robust RS_k: over the organs k is trusted for, the mean per-organ Dice of k with the other candidates trusted
+    for that organ (organs neither map of a pair holds are skipped, as in `multi_organ_dice`); 0 for a
+    candidate trusted for nothing that counts. Agreement: per organ, the mean Dice over the pairs of trusted
+    candidates, averaged over the organs; 1.0 when no pair holds any organ.
+    """
+    k, _, organs = per_organ.shape
+    sums, counts = np.zeros(k), np.zeros(k)
+    organ_means = []
+    for o in range(organs):
+        members = np.flatnonzero(trusted[:, o])
+        pair_values = []
+        for a in members:
+            for b in members:
+                if a < b and not np.isnan(per_organ[a, b, o]):
+                    pair_values.append(per_organ[a, b, o])
+                    sums[[a, b]] += per_organ[a, b, o]
+                    counts[[a, b]] += 1
+        if pair_values:
+            organ_means.append(float(np.mean(pair_values)))
+    robust_rs = np.divide(sums, counts, out=np.zeros(k), where=counts > 0)
+    return robust_rs, float(np.mean(organ_means)) if organ_means else 1.0
+
+
 def difficulty_score(
-    dice: np.ndarray, selected: int, mode: DsMode = "others", challenge: Sequence[int] | None = None
+    dice: np.ndarray, selected: int, mode: DsMode = "others", challenge: Sequence[int] | None = None,
+    trusted_mean: float | None = None,
 ) -> float:
     """Difficulty Score of a case, in [0, 1] (high = candidates agree = easy).
 
+    mode "trusted": the agreement of the candidates trusted for each organ (`trusted_agreement`, passed as
+    `trusted_mean`): one failing candidate does not drag it down.
     mode "others": mean Dice between the selected label and every other candidate (equals the selected RS).
     mode "paper": CDL-UNet Eq. 2, mean Dice of the selected label with the challenge labels `challenge`
     (indices, default all), which counts a Dice of 1 with itself when the selected label is one of them.
     """
     k = dice.shape[0]
+    if mode == "trusted":
+        if trusted_mean is None:
+            raise ValueError("trusted mode needs the trusted candidates' agreement (trusted_agreement)")
+        return float(trusted_mean)
     if mode == "others":
         return float(reliability_scores(dice)[selected])
     if mode == "paper":

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, ConsensusConfig, Thresholds
+from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, DEFAULT_TRUST_MARGIN, ConsensusConfig, Thresholds
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import NIFTI_ENDING, read_json
 from nnunet_cdl.labels import nnunet_labels_dict
@@ -69,6 +69,7 @@ class ConsensusSettings:
             "dataset_name": self.dataset_name, "labels": self.labels, "file_ending": self.file_ending,
             "sources": [{"name": s.name, "folder": str(s.folder), "kind": s.kind} for s in self.sources],
             "config": {"ds_mode": c.ds_mode, "tier_mode": c.tier_mode, "refine": c.refine,
+                       "trust_margin": c.trust_margin,
                        "thresholds": {"easy": c.thresholds.easy, "hard": c.thresholds.hard},
                        "quantiles": {"easy": c.quantiles.easy, "hard": c.quantiles.hard}},
             "dataset_json_extra": self.dataset_json_extra, "keep_erroneous": self.keep_erroneous,
@@ -80,7 +81,7 @@ class ConsensusSettings:
         c = d["config"]
         config = ConsensusConfig(
             c["ds_mode"], c["tier_mode"], Thresholds(**c["thresholds"]), Thresholds(**c["quantiles"]),
-            c.get("refine", DEFAULT_REFINE),
+            c.get("refine", DEFAULT_REFINE), float(c.get("trust_margin", DEFAULT_TRUST_MARGIN)),
         )
         return cls(
             images=Path(d["images"]), out=Path(d["out"]), dataset_id=int(d["dataset_id"]),

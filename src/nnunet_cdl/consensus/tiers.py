@@ -17,10 +17,13 @@ from nnunet_cdl.io import read_json
 TIERS: tuple[str, ...] = ("easy", "hard", "erroneous")
 TRAINABLE_TIERS: tuple[str, ...] = ("easy", "hard")
 TIER_MODES: tuple[str, ...] = ("fixed", "quantile")
-REFINE_MODES: tuple[str, ...] = ("select", "vote")
-"""How the refined label is made: the highest-RS candidate (CDL-UNet), or a voxel-wise majority vote."""
+REFINE_MODES: tuple[str, ...] = ("trusted-vote", "select", "vote", "staple")
+"""How the refined label is made: a vote without the candidates untrusted for an organ, the highest-RS candidate
+(CDL-UNet), a plain voxel-wise majority vote, or SimpleITK's multi-label STAPLE."""
 DEFAULT_REFINE = "select"
 """Used when a settings or part file predates `refine`."""
+DEFAULT_TRUST_MARGIN = 0.1
+"""Used when a settings or part file predates `trust_margin`."""
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "consensus.json"
 
 
@@ -46,11 +49,13 @@ class ConsensusConfig:
     quantiles: Thresholds
     """In quantile mode: the easy / hard thresholds are these quantiles of the cases' DS distribution."""
     refine: str
+    trust_margin: float = DEFAULT_TRUST_MARGIN
+    """Per-organ Dice below the best pair's by more than this: the candidate is not trusted for that organ."""
 
     def with_overrides(self, **changes: Any) -> ConsensusConfig:
         """A copy with the non-None keyword values replaced (thresholds / quantiles given as floats by role)."""
         out = self
-        for key in ("ds_mode", "tier_mode", "refine"):
+        for key in ("ds_mode", "tier_mode", "refine", "trust_margin"):
             if changes.get(key) is not None:
                 out = replace(out, **{key: changes[key]})
         for key in ("thresholds", "quantiles"):
@@ -69,6 +74,8 @@ class ConsensusConfig:
             raise CdlError(f"tier_mode {self.tier_mode!r} is not one of {TIER_MODES}")
         if self.refine not in REFINE_MODES:
             raise CdlError(f"refine {self.refine!r} is not one of {REFINE_MODES}")
+        if not 0.0 <= self.trust_margin <= 1.0:
+            raise CdlError(f"trust_margin must be in 0..1, got {self.trust_margin}")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ConsensusConfig:
@@ -82,10 +89,12 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConsensusConfig:
             thresholds=Thresholds(float(data["thresholds"]["easy"]), float(data["thresholds"]["hard"])),
             quantiles=Thresholds(float(data["quantiles"]["easy"]), float(data["quantiles"]["hard"])),
             refine=str(data.get("refine", DEFAULT_REFINE)),
+            trust_margin=float(data.get("trust_margin", DEFAULT_TRUST_MARGIN)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CdlError(
-            f"{path}: expected ds_mode, tier_mode, thresholds.easy/hard, quantiles.easy/hard, optional refine "
+            f"{path}: expected ds_mode, tier_mode, thresholds.easy/hard, quantiles.easy/hard, optional refine and "
+            f"trust_margin "
             f"({exc!r})"
         ) from exc
     except CdlError as exc:

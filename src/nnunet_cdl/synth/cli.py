@@ -6,6 +6,7 @@ import argparse
 import json
 
 from nnunet_cdl.synth.dataset import generate_dataset
+from nnunet_cdl.synth.labelers import default_regime, regime_names
 from nnunet_cdl.synth.presets import preset_names
 
 
@@ -22,6 +23,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="small", help=f"geometry preset: {' | '.join(preset_names())}")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is identical for a seed")
     parser.add_argument("--sources", type=int, default=3, help="number of simulated pseudo-label sources (default 3)")
+    parser.add_argument("--regime", default=None, choices=regime_names(),
+                        help="how the simulated labelers' errors relate: shared-bias (boundary habits, two sources "
+                        "often share one), independent, failing-labeler (one source fails on most cases), "
+                        f"weak-reference (the last source is a worse model) [default: {default_regime()}]")
     parser.add_argument("--num-processes", type=int, default=1, help="worker processes (output does not change)")
     parser.add_argument("--name", default="CDLPhantom", help="dataset name (DatasetNNN_<name>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DatasetNNN_<name> folder")
@@ -33,6 +38,7 @@ def main(argv: list[str], prog: str) -> int:
     folder = generate_dataset(
         args.out, args.dataset_id, args.cases, num_test=args.test_cases, preset=args.preset, seed=args.seed,
         num_sources=args.sources, num_processes=args.num_processes, name=args.name, overwrite=args.overwrite,
+        regime=args.regime,
     )
     manifest = json.loads((folder / "manifest.json").read_text())
     print(f"wrote {folder}")

@@ -222,6 +222,60 @@ CORRUPTIONS: dict[str, Corruption] = {
 """Corruption kinds in the order `corrupt_label` applies them."""
 
 
+TOTALSEGMENTATOR_IDS: dict[int, int] = {1: 5, 2: 2, 3: 1, 4: 7, 5: 52, 6: 63, 7: 8, 8: 9, 9: 4, 10: 15, 11: 6, 12: 19,
+                                        13: 3}
+"""FLARE organ id -> TotalSegmentator v2 id of the same organ: a labeler that exports another label convention."""
+FAILURES: tuple[str, ...] = ("drop", "swap", "shift_map", "truncate", "label_ids")
+"""Ways one labeler fails on a case (`fail_label`)."""
+
+
+def fail_label(
+    label: np.ndarray, rng: np.random.Generator, kind: str, spacing: Spacing, settings: Mapping[str, Any]
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One labeler failing on a case: a corrupted copy of `label` (uint8 (z, y, x)) and the failure's record.
+
+    kind "drop" / "swap": `drop_organs` / `swap_labels` at a severity drawn from `settings[kind]` (3-6 organs or
+    pairs); "shift_map": the whole map moved by `settings["shift_map_mm"]` mm in a random direction (a
+    registration error); "truncate": only a fraction `settings["truncate_kept"]` of the foreground's z extent kept,
+    from one end (a labeler run on part of the scan); "label_ids": every organ written with its TotalSegmentator
+    v2 id (`TOTALSEGMENTATOR_IDS`; ids above 13 are cleaned away downstream).
+    """
+    if kind in ("drop", "swap"):
+        severity = float(rng.uniform(*settings[kind]))
+        out, record = (drop_organs if kind == "drop" else swap_labels)(label, rng, severity, spacing)
+        return out, {**record, "failure": True}
+    if kind == "shift_map":
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        distance = float(rng.uniform(*settings["shift_map_mm"]))
+        step = np.round(direction * distance / np.asarray(spacing)).astype(int)
+        out = np.zeros_like(label)
+        src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(step, label.shape))
+        dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(step, label.shape))
+        out[dst] = label[src]
+        return out, {"kind": "shift_map", "failure": True, "distance_mm": round(distance, 2),
+                     "step_voxels_zyx": [int(s) for s in step]}
+    if kind == "truncate":
+        rows = np.flatnonzero(label.any(axis=(1, 2)))
+        kept = float(rng.uniform(*settings["truncate_kept"]))
+        out = label.copy()
+        keep_high = bool(rng.random() < 0.5)
+        if rows.size:
+            length = int(round(kept * (rows[-1] - rows[0] + 1)))
+            if keep_high:
+                out[: rows[-1] + 1 - length] = 0
+            else:
+                out[rows[0] + length:] = 0
+        return out, {"kind": "truncate", "failure": True, "kept_fraction": round(kept, 3),
+                     "kept_end": "high z" if keep_high else "low z"}
+    if kind == "label_ids":
+        lut = np.arange(256, dtype=np.uint8)
+        for flare, other in TOTALSEGMENTATOR_IDS.items():
+            lut[flare] = other
+        return lut[label], {"kind": "label_ids", "failure": True, "convention": "TotalSegmentator v2"}
+    raise ValueError(f"unknown failure {kind!r}; known: {FAILURES}")
+
+
 def corrupt_label(
     label: np.ndarray, rng: np.random.Generator, severities: Mapping[str, float], spacing: Spacing = (1.0, 1.0, 1.0),
     boundary_mode: str | None = None,

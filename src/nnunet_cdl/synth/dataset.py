@@ -19,12 +19,16 @@ from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import NIFTI_ENDING, atomic_directory, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, nnunet_labels_dict
 from nnunet_cdl.parallel import parallel_map
-from nnunet_cdl.synth.labelers import simulate_source
+from nnunet_cdl.synth.labelers import case_failure, default_regime, regime_config, simulate_source, source_role
 from nnunet_cdl.synth.phantom import synth_case_with_info
 from nnunet_cdl.synth.presets import preset_config, synth_config
 
 GROUPS: tuple[str, ...] = ("easy", "hard", "broken")
 MANIFEST_VERSION = 1
+FAILURE_STREAM = 1000
+"""Random sub-stream of a case that decides whether and how one of its sources fails (failing-labeler regime)."""
+
+
 def source_names(num_sources: int) -> list[str]:
     return [f"source_{i + 1}" for i in range(num_sources)]
 
@@ -60,6 +64,7 @@ class _Job:
     seed: int
     sources: tuple[str, ...]
     root: str
+    regime: str
 
 
 def _make_case(job: _Job) -> dict[str, Any]:
@@ -83,21 +88,27 @@ def _make_case(job: _Job) -> dict[str, Any]:
     }
     if job.split == "train":
         sources: dict[str, Any] = {}
+        group = job.group or "easy"
+        failing, failure = case_failure(job.regime, group, len(job.sources),
+                                        case_seed(job.seed, job.index, FAILURE_STREAM))
         for k, name in enumerate(job.sources):
             noisy, record = simulate_source(
-                label, geometry.spacing_zyx, job.group or "easy", k, case_seed(job.seed, job.index, 1 + k)
+                label, geometry.spacing_zyx, group, k, case_seed(job.seed, job.index, 1 + k), regime=job.regime,
+                num_sources=len(job.sources), failure=failure if k == failing else None,
             )
             write_volume(root / "pseudolabels" / name / f"{job.case_id}{NIFTI_ENDING}", noisy, geometry)
             sources[name] = record
         entry["sources"] = sources
+        entry["failing_source"] = job.sources[failing] if failing is not None else None
         entry["mean_source_dice"] = round(float(np.mean([s["dice"] for s in sources.values()])), 4)
     return entry
 
 
 def _check_arguments(
     out_dir: Path, dataset_id: int, num_train: int, num_test: int, preset: str, num_sources: int,
-    num_processes: int, name: str,
+    num_processes: int, name: str, regime: str,
 ) -> None:
+    regime_config(regime)
     if not 1 <= dataset_id <= 999:
         raise CdlError(f"--dataset-id must be in 1..999 (nnU-Net's DatasetNNN), got {dataset_id}")
     if num_train < 1:
@@ -136,17 +147,23 @@ def dataset_json(num_train: int, name: str, preset: str) -> dict[str, Any]:
 def generate_dataset(
     out_dir: str | Path, dataset_id: int, num_train: int, num_test: int = 2, preset: str = "small", seed: int = 0,
     num_sources: int = 3, num_processes: int = 1, name: str = "CDLPhantom", overwrite: bool = False,
+    regime: str | None = None,
 ) -> Path:
-    """Write `out_dir/DatasetNNN_<name>/` atomically (a failure leaves nothing) and return its path."""
+    """Write `out_dir/DatasetNNN_<name>/` atomically (a failure leaves nothing) and return its path.
+
+    `regime`: how the simulated labelers' errors relate (configs/synth_presets.json `regimes`; default
+    `default_regime`).
+    """
     out_dir = Path(out_dir)
-    _check_arguments(out_dir, dataset_id, num_train, num_test, preset, num_sources, num_processes, name)
+    regime = regime or default_regime()
+    _check_arguments(out_dir, dataset_id, num_train, num_test, preset, num_sources, num_processes, name, regime)
     target = out_dir / f"Dataset{dataset_id:03d}_{name}"
     groups = assign_groups(num_train, seed)
     sources = tuple(source_names(num_sources))
     with atomic_directory(target, overwrite=overwrite) as tmp:
         jobs = [
             _Job(f"Case_{i + 1:05d}", i, "train" if i < num_train else "test", groups[i] if i < num_train else None,
-                 preset, seed, sources, str(tmp))
+                 preset, seed, sources, str(tmp), regime)
             for i in range(num_train + num_test)
         ]
         entries = parallel_map(_make_case, jobs, num_processes, desc="synth")
@@ -157,8 +174,10 @@ def generate_dataset(
             "dataset": target.name,
             "preset": preset,
             "seed": seed,
+            "regime": regime,
             "orientation": "ITK/LPS patient frame: +x patient left, +y posterior, +z superior",
             "sources": list(sources),
+            "reference_sources": [s for k, s in enumerate(sources) if source_role(regime, k, len(sources)) == "reference"],
             "groups": {g: [c for c, e in cases.items() if e["group"] == g] for g in GROUPS},
             "cases": cases,
         })
