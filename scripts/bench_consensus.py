@@ -4,9 +4,9 @@ Writes `--cases` cases built from `--phantoms` flare-preset phantoms (`synth_cas
 each with three candidates corrupted by `corrupt_label` with different seeds, then runs the consensus command in a
 child process and reports cases per minute and the peak resident memory of the run (sampled every 50 ms, summed
 over its processes). A
-per-stage timing of one case (read, clean, Dice, majority vote, write) shows where the time goes.
+per-stage timing of one case (read, clean, Dice, trust, fusion of `--refine`, write) shows where the time goes.
 
-    python scripts/bench_consensus.py --work bench_work/consensus --cases 6 --num-processes 1 [--refine vote]
+    python scripts/bench_consensus.py --work bench_work/consensus --cases 6 --num-processes 1 [--refine select]
 """
 
 from __future__ import annotations
@@ -23,10 +23,16 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from nnunet_cdl.consensus.case import load_candidate
-from nnunet_cdl.consensus.fusion import majority_vote
-from nnunet_cdl.consensus.scores import pairwise_dice, reliability_scores
-from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, REFINE_MODES
+from nnunet_cdl.consensus.case import fuse, load_candidate
+from nnunet_cdl.consensus.scores import (
+    missing_organs,
+    pairwise_agreement,
+    reliability_scores,
+    select_candidate,
+    trusted_agreement,
+    trusted_organs,
+)
+from nnunet_cdl.consensus.tiers import REFINE_MODES, load_config
 from nnunet_cdl.io import write_volume
 from nnunet_cdl.synth import corrupt_label, synth_case
 
@@ -55,22 +61,26 @@ def make_cases(root: Path, cases: int, phantoms: int, slices: int) -> Path:
     return images
 
 
-def stage_times(root: Path) -> dict[str, float]:
+def stage_times(root: Path, refine: str) -> dict[str, float]:
     """Seconds per stage of one case as `consensus` runs it (first case), in this process."""
     files = [root / "pseudo" / f"source_{s + 1}" / "bench_000.nii.gz" for s in range(3)]
     t0 = time.perf_counter()
     loaded = [load_candidate(f, tuple(range(14))) for f in files]
     t1 = time.perf_counter()
     labels = [label for label, *_ in loaded]
-    selected = int(np.argmax(reliability_scores(pairwise_dice(labels, 14))))
+    dice, per_organ, missed = pairwise_agreement(labels, 14)
+    selected = select_candidate(reliability_scores(dice))
+    trusted = trusted_organs(per_organ, load_config().trust_margin)
+    missing = missing_organs(missed, trusted)
+    robust_rs, _ = trusted_agreement(per_organ, trusted)
     t2 = time.perf_counter()
-    majority_vote(labels, 14, selected)
+    fuse(refine, labels, 14, selected, trusted, missing, per_organ, robust_rs, (True, True, True))
     t3 = time.perf_counter()
     write_volume(root / "stage_test.nii.gz", loaded[0][0], loaded[0][1])
     t4 = time.perf_counter()
     (root / "stage_test.nii.gz").unlink()
     return {"read_and_clean_3_labels_s": round(t1 - t0, 2), "voxels_cleaned": [n for _, _, n, _ in loaded],
-            "pairwise_dice_3_pairs_s": round(t2 - t1, 2), "majority_vote_s": round(t3 - t2, 2),
+            "pairwise_dice_3_pairs_and_trust_s": round(t2 - t1, 2), f"fusion_{refine}_s": round(t3 - t2, 2),
             "write_refined_label_s": round(t4 - t3, 2)}
 
 
@@ -108,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantoms", type=int, default=2, help="distinct phantoms (generation is slow; cases reuse them)")
     p.add_argument("--slices", type=int, default=300)
     p.add_argument("--num-processes", type=int, default=1)
-    p.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE)
+    p.add_argument("--refine", choices=REFINE_MODES, default=load_config().refine,
+                   help="default: the packaged configs/consensus.json's")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     images = make_cases(args.work, args.cases, min(args.phantoms, args.cases), args.slices)
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases_per_cpu_minute": round(60.0 * args.cases / cpu, 2),
         "load_average_1min_before_after": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "peak_rss_mib_all_processes": round(peak_mib, 1),
-        "one_case_stages": stage_times(args.work),
+        "one_case_stages": stage_times(args.work, args.refine),
     }
     print(json.dumps(report, indent=2))
     if args.json:

@@ -153,6 +153,16 @@ def learning_curve(logging: dict, iterations_per_epoch: int, heldout_dsc: dict[i
             for e, i in enumerate(iterations)]
 
 
+def earlier_training(model: Path | None) -> list[dict]:
+    """The training runs that made `model` (from its reference.json, oldest first), for a continued run."""
+    if model is None or not (model / "reference.json").is_file():
+        return []
+    earlier = read_json(model / "reference.json")
+    return [*earlier.get("earlier_training", []),
+            {**earlier["training"], "command": earlier["command"], "cpu": earlier["cpu"]["model"],
+             "heldout_mean_dsc": earlier["heldout"]["overall"]["dsc"]["mean"]}]
+
+
 def heldout_table(summary: dict) -> dict[int, float]:
     return {int(organ): stats["dsc"]["mean"] for organ, stats in summary["organs"].items()}
 
@@ -172,6 +182,15 @@ def model_card(recipe: dict, record: dict, summary: dict, command: str) -> str:
     heldout = ", ".join(f"{c['case']} ({c['shape_zyx'][0]} slices)" for c in record["cases"] if c["split"] == "heldout")
     continued = (f"continued from the weights of `{record['continued_from']}`" if record.get("continued_from")
                  else "trained from random initialisation")
+    earlier = record.get("earlier_training", [])
+    if earlier:
+        total = sum(run["iterations"] for run in earlier) + training["iterations"]
+        minutes = (sum(run["seconds"] for run in earlier) + training["seconds"]) / 60
+        runs = "; ".join(f"`{run['command']}`: {run['iterations']} iterations in {run['seconds'] / 60:.1f} min "
+                         f"({run['precision']}, {run['cpu']}), held-out mean DSC {run['heldout_mean_dsc']:.4f}"
+                         for run in earlier)
+        continued += (f". Earlier runs, oldest first: {runs}. In all {total} iterations in {minutes:.1f} min of "
+                      f"training")
     return f"""# {recipe['name']}: light 3D U-Net (CDL-UNet architecture) for the 13 FLARE organs on phantoms
 
 Made by `{command}` (recipe: `configs/reference_model.json`). Everything below was measured by that run; rerun it
@@ -324,6 +343,7 @@ def main() -> int:
                   "spacing": plans["configurations"][CONFIGURATION]["spacing"],
                   "patch_size": plans["configurations"][CONFIGURATION]["patch_size"]},
         "continued_from": str(args.continue_from) if args.continue_from else None,
+        "earlier_training": earlier_training(args.continue_from),
         "training": {"trainer": trainer, "epochs": len(epoch_seconds),
                      "iterations": len(epoch_seconds) * recipe["iterations_per_epoch"],
                      "seconds": round(sum(epoch_seconds), 1), "precision": "bfloat16 autocast" if bf16 else

@@ -6,6 +6,7 @@ import pytest
 from nnunet_cdl.consensus import (
     difficulty_score,
     majority_vote,
+    missing_organs,
     multi_organ_dice,
     confusion_matrix,
     organ_reliability,
@@ -44,7 +45,7 @@ def _dice(label: np.ndarray, truth: np.ndarray) -> float:
 
 def test_a_candidate_that_dropped_an_organ_is_not_trusted_for_it() -> None:
     _, labels = _one_failing_labeler()
-    dice, per_organ = pairwise_agreement(labels, 3)
+    dice, per_organ, missed = pairwise_agreement(labels, 3)
     assert per_organ.shape == (3, 3, 2) and np.allclose(np.diagonal(per_organ, axis1=0, axis2=1), 1.0)
     np.testing.assert_allclose(dice, np.nanmean(np.where(np.isnan(per_organ), np.nan, per_organ), axis=2))
     trusted = trusted_organs(per_organ, 0.1)
@@ -55,7 +56,7 @@ def test_a_candidate_that_dropped_an_organ_is_not_trusted_for_it() -> None:
 
 def test_trusted_agreement_ignores_the_failing_candidate() -> None:
     _, labels = _one_failing_labeler()
-    dice, per_organ = pairwise_agreement(labels, 3)
+    dice, per_organ, missed = pairwise_agreement(labels, 3)
     trusted = trusted_organs(per_organ, 0.1)
     robust_rs, agreement = trusted_agreement(per_organ, trusted)
     organ2 = per_organ[0, 1, 1]  # the only trusted pair on organ 2
@@ -71,26 +72,51 @@ def test_trusted_agreement_ignores_the_failing_candidate() -> None:
 
 def test_trusted_vote_beats_the_plain_vote_when_one_labeler_fails() -> None:
     truth, labels = _one_failing_labeler()
-    dice, per_organ = pairwise_agreement(labels, 3)
+    dice, per_organ, missed = pairwise_agreement(labels, 3)
     trusted = trusted_organs(per_organ, 0.1)
     robust_rs, _ = trusted_agreement(per_organ, trusted)
-    fused = trusted_vote(labels, 3, trusted, organ_reliability(per_organ), robust_rs)
+    missing = missing_organs(missed, trusted)
+    np.testing.assert_array_equal(missing, ~trusted)  # C left organ 2 out: its background there does not count
+    fused = trusted_vote(labels, 3, trusted, missing, organ_reliability(per_organ), robust_rs)
     np.testing.assert_array_equal(fused, truth)
     voted, _ = majority_vote(labels, 3, int(np.argmax(reliability_scores(dice))))
     assert _dice(voted, truth) < _dice(fused, truth) == 1.0
     everybody = np.ones_like(trusted)  # with everybody trusted it is the plain majority again
-    assert np.array_equal(trusted_vote(labels, 3, everybody, organ_reliability(per_organ), robust_rs), voted)
+    assert np.array_equal(trusted_vote(labels, 3, everybody, ~everybody, organ_reliability(per_organ), robust_rs),
+                          voted)
+
+
+def test_a_relabelled_candidate_still_draws_the_outlines() -> None:
+    """C writes organ 1 as 2 and 2 as 1 (another label convention): not trusted for either, but its background is
+    right, so where A over-segments organ 1 and B does not, C's background still outvotes A."""
+    truth = _truth()
+    a, b = truth.copy(), truth.copy()
+    a[1:7, 2:9, 10] = 1  # A over-segments organ 1 by one slice
+    b[1:7, 11:18, 9] = 0  # B misses one slice of organ 2
+    c = np.choose(truth, [0, 2, 1]).astype(np.uint8)
+    labels = [a, b, c]
+    _, per_organ, missed = pairwise_agreement(labels, 3)
+    trusted = trusted_organs(per_organ, 0.1)
+    np.testing.assert_array_equal(trusted, [[True, True], [True, True], [False, False]])
+    missing = missing_organs(missed, trusted)
+    assert not missing.any()  # C calls none of the others' organ voxels background
+    robust_rs, _ = trusted_agreement(per_organ, trusted)
+    fused = trusted_vote(labels, 3, trusted, missing, organ_reliability(per_organ), robust_rs)
+    np.testing.assert_array_equal(fused, truth)
+    silenced = trusted_vote(labels, 3, trusted, ~trusted, organ_reliability(per_organ), robust_rs)
+    assert not np.array_equal(silenced, truth)  # without C's background a tie between A and B decides
 
 
 def test_trusted_vote_checks_its_input_and_leaves_it_alone() -> None:
     _, labels = _one_failing_labeler()
     copies = [label.copy() for label in labels]
-    _, per_organ = pairwise_agreement(labels, 3)
+    _, per_organ, _ = pairwise_agreement(labels, 3)
     with pytest.raises(ValueError, match="trusted"):
-        trusted_vote(labels, 3, np.ones((3, 5), bool), organ_reliability(per_organ), np.ones(3))
-    with pytest.raises(ValueError, match="outside"):
-        trusted_vote([label + 3 for label in labels], 3, np.ones((3, 2), bool), organ_reliability(per_organ),
+        trusted_vote(labels, 3, np.ones((3, 5), bool), np.ones((3, 5), bool), organ_reliability(per_organ),
                      np.ones(3))
+    with pytest.raises(ValueError, match="outside"):
+        trusted_vote([label + 3 for label in labels], 3, np.ones((3, 2), bool), np.zeros((3, 2), bool),
+                     organ_reliability(per_organ), np.ones(3))
     assert all(np.array_equal(a, b) for a, b in zip(labels, copies))
 
 

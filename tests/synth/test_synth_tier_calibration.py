@@ -36,7 +36,7 @@ def _case_ds(dataset: Path, case: str, sources: list[str], num_classes: int, ds_
     allowed = range(num_classes)
     labels = [clean_labels(read_volume(dataset / "pseudolabels" / s / f"{case}.nii.gz").array, allowed)[0]
               for s in sources]
-    dice, per_organ = pairwise_agreement(labels, num_classes)
+    dice, per_organ, _ = pairwise_agreement(labels, num_classes)
     trusted_mean = trusted_agreement(per_organ, trusted_organs(per_organ, load_config().trust_margin))[1]
     return difficulty_score(dice, select_candidate(reliability_scores(dice)), ds_mode, None, trusted_mean)
 

@@ -7,6 +7,7 @@ from nnunet_cdl.consensus.fusion import majority_vote, organ_reliability, staple
 from nnunet_cdl.consensus.scores import (
     confusion_matrix,
     difficulty_score,
+    missing_organs,
     multi_organ_dice,
     pairwise_agreement,
     pairwise_dice,
@@ -20,6 +21,6 @@ from nnunet_cdl.consensus.tiers import TIERS, TRAINABLE_TIERS, Thresholds, assig
 __all__ = [
     "CURRICULUM_FILE", "TIERS", "TRAINABLE_TIERS", "Curriculum", "Thresholds", "assign_tier", "assign_tiers",
     "case_fingerprint", "clean_labels", "confusion_matrix", "difficulty_score", "load_config", "majority_vote",
-    "multi_organ_dice", "organ_reliability", "pairwise_agreement", "pairwise_dice", "read_curriculum",
+    "missing_organs", "multi_organ_dice", "organ_reliability", "pairwise_agreement", "pairwise_dice", "read_curriculum",
     "reliability_scores", "select_candidate", "staple", "trusted_agreement", "trusted_organs", "trusted_vote",
 ]

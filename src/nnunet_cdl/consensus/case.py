@@ -16,6 +16,7 @@ from nnunet_cdl.consensus.clean import clean_labels
 from nnunet_cdl.consensus.fusion import majority_vote, organ_reliability, staple, trusted_vote
 from nnunet_cdl.consensus.scores import (
     difficulty_score,
+    missing_organs,
     pairwise_agreement,
     reliability_scores,
     select_candidate,
@@ -150,15 +151,16 @@ def _score(job: CaseJob, result: CaseResult) -> None:
         cleaned.append(n_changed)
         file_dtypes.append(file_dtype)
     num_classes = max(job.allowed) + 1
-    dice, per_organ = pairwise_agreement(labels, num_classes)
+    dice, per_organ, missed = pairwise_agreement(labels, num_classes)
     rs = reliability_scores(dice)
     selected = select_candidate(rs, job.selectable)
     trusted = trusted_organs(per_organ, job.trust_margin)
+    missing = missing_organs(missed, trusted)
     robust_rs, trusted_mean = trusted_agreement(per_organ, trusted)
     ds = difficulty_score(dice, selected, job.ds_mode, job.challenge, trusted_mean)  # type: ignore[arg-type]
     source = job.candidates[selected]
     assert source is not None
-    fused = fuse(job.refine, labels, num_classes, selected, trusted, per_organ, robust_rs, job.selectable)
+    fused = fuse(job.refine, labels, num_classes, selected, trusted, missing, per_organ, robust_rs, job.selectable)
     if fused is not None:
         result.voted = int(np.count_nonzero(fused != labels[selected]))
         write_volume(job.out_label, fused, geometries[selected])
@@ -177,7 +179,7 @@ def _score(job: CaseJob, result: CaseResult) -> None:
 
 def fuse(
     refine: str, labels: list[np.ndarray], num_classes: int, selected: int, trusted: np.ndarray,
-    per_organ: np.ndarray, robust_rs: np.ndarray, selectable: tuple[bool, ...],
+    missing: np.ndarray, per_organ: np.ndarray, robust_rs: np.ndarray, selectable: tuple[bool, ...],
 ) -> np.ndarray | None:
     """The fused label of a fusing refine mode, None for "select" (the selected candidate is written as it is).
 
@@ -191,5 +193,5 @@ def fuse(
         return staple(labels, num_classes, selected)
     if refine == "trusted-vote":
         priority = robust_rs - 2.0 * ~np.asarray(selectable, dtype=bool)
-        return trusted_vote(labels, num_classes, trusted, organ_reliability(per_organ), priority)
+        return trusted_vote(labels, num_classes, trusted, missing, organ_reliability(per_organ), priority)
     raise CdlError(f"unknown refine mode {refine!r}")

@@ -78,21 +78,25 @@ def organ_reliability(per_organ: np.ndarray) -> np.ndarray:
 
 
 def trusted_vote(
-    labels: Sequence[np.ndarray], num_classes: int, trusted: np.ndarray, organ_rs: np.ndarray, priority: np.ndarray
+    labels: Sequence[np.ndarray], num_classes: int, trusted: np.ndarray, missing: np.ndarray, organ_rs: np.ndarray,
+    priority: np.ndarray,
 ) -> np.ndarray:
-    """Voxel-wise vote in which a candidate abstains wherever an organ it is not trusted for is in play.
+    """Voxel-wise vote in which a candidate has no say on the organs it is not trusted for.
 
-    labels: K maps of one shape; trusted: (K, num_classes - 1) bool (`scores.trusted_organs`); organ_rs:
-    (K, num_classes - 1) per-organ RS (`organ_reliability`); priority: (K,) (robust RS), the last tie-break.
-    At a voxel where any candidate says organ o, the candidates not trusted for o do not vote, so a labeler that
-    dropped, swapped or shifted o can neither erase it nor move it. Among the others the majority wins; a tie
-    goes to the voter most reliable on the organs in play at that voxel (mean per-organ RS), then to priority.
-    Where every candidate abstains the highest-priority candidate's label is kept. Returns the fused map (dtype
-    of the labels).
+    labels: K maps of one shape; trusted: (K, num_classes - 1) bool (`scores.trusted_organs`); missing: the
+    untrusted organs a candidate leaves out (`scores.missing_organs`); organ_rs: (K, num_classes - 1) per-organ RS
+    (`organ_reliability`); priority: (K,) (robust RS), the last tie-break. A candidate does not vote where it
+    says an organ it is not trusted for, nor where it says background while another candidate says an organ it
+    left out: a labeler that dropped, truncated or shifted an organ cannot erase it, one that swapped or
+    relabelled organs cannot move them, yet its background still counts where it drew the outline right. Among
+    the others the majority wins; a tie goes to the voter most reliable on the organs in play at that voxel (mean
+    per-organ RS), then to priority. Where every candidate abstains the highest-priority candidate's label is
+    kept. Returns the fused map (dtype of the labels).
     """
     k = len(labels)
-    if trusted.shape != (k, num_classes - 1) or organ_rs.shape != trusted.shape or priority.shape != (k,):
-        raise ValueError(f"trusted and organ_rs must be ({k}, {num_classes - 1}) and priority ({k},)")
+    shapes_ok = trusted.shape == missing.shape == organ_rs.shape == (k, num_classes - 1)
+    if not shapes_ok or priority.shape != (k,):
+        raise ValueError(f"trusted, missing and organ_rs must be ({k}, {num_classes - 1}) and priority ({k},)")
     shape = labels[0].shape
     for label in labels:
         if label.shape != shape:
@@ -108,6 +112,8 @@ def trusted_vote(
     final_bonus = (priority_weights(priority) - 1.0) * 1e-3
     distrusted = np.zeros((k, num_classes), dtype=bool)
     distrusted[:, 1:] = ~trusted
+    left_out = np.zeros((k, num_classes), dtype=bool)
+    left_out[:, 1:] = missing & ~trusted
     reliability = np.zeros((k, num_classes), dtype=np.float32)
     reliability[:, 1:] = organ_rs
     candidates = np.stack([label[disagree] for label in labels])
@@ -124,9 +130,12 @@ def trusted_vote(
             skill = sum(np.where(distinct[j], reliability[i][chunk[j]], 0.0) for j in range(k)) / in_play
             voice = (1.0 + 0.4 * skill + final_bonus[i]).astype(np.float32)
             if distrusted[i].any():
-                abstain = np.zeros(chunk.shape[1], dtype=bool)
-                for row in chunk:
-                    abstain |= distrusted[i][row]
+                abstain = distrusted[i][chunk[i]]
+                if left_out[i].any():
+                    erased = np.zeros(chunk.shape[1], dtype=bool)
+                    for row in chunk:
+                        erased |= left_out[i][row]
+                    abstain |= erased & (chunk[i] == 0)
                 voice[abstain] = 0.0
             votes[chunk[i], columns] += voice
         best = votes.argmax(axis=0).astype(fused.dtype)

@@ -65,12 +65,14 @@ def pairwise_dice(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     return pairwise_agreement(labels, num_classes)[0]
 
 
-def pairwise_agreement(labels: Sequence[np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(multi-organ Dice (K, K), per-organ Dice (K, K, num_classes - 1)) between K label maps of equal shape.
+def pairwise_agreement(labels: Sequence[np.ndarray], num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(multi-organ Dice (K, K), per-organ Dice (K, K, C - 1), missed (K, K, C - 1)) between K label maps.
 
-    Diagonals are 1; a per-organ entry is NaN where neither map of the pair holds that organ. Voxels that are
-    background in every map only add to the background count, so each map's foreground union is gathered once
-    and each unordered pair costs one bincount over that union (K*(K-1)/2 confusion matrices).
+    C = num_classes. Diagonals of the Dice arrays are 1; a per-organ entry is NaN where neither map of the pair
+    holds that organ. `missed[i, j, o - 1]`: the fraction of map j's organ-o voxels that map i calls background
+    (NaN where j has no organ o; 0 on the diagonal). Voxels that are background in every map only add to the
+    background count, so each map's foreground union is gathered once and each unordered pair costs one bincount
+    over that union (K*(K-1)/2 confusion matrices).
     """
     k = len(labels)
     shape = labels[0].shape
@@ -85,13 +87,33 @@ def pairwise_agreement(labels: Sequence[np.ndarray], num_classes: int) -> tuple[
     del union
     dice = np.eye(k, dtype=np.float64)
     per_organ = np.ones((k, k, num_classes - 1), dtype=np.float64)
+    missed = np.zeros((k, k, num_classes - 1), dtype=np.float64)
     for i in range(k):
         for j in range(i + 1, k):
             confusion = confusion_matrix(compact[i], compact[j], num_classes)
             confusion[0, 0] += outside
             dice[i, j] = dice[j, i] = multi_organ_dice(confusion)
             per_organ[i, j] = per_organ[j, i] = organ_dice(confusion)
-    return dice, per_organ
+            with np.errstate(invalid="ignore", divide="ignore"):
+                missed[j, i] = confusion[1:, 0] / confusion[1:].sum(axis=1)
+                missed[i, j] = confusion[0, 1:] / confusion[:, 1:].sum(axis=0)
+    return dice, per_organ, missed
+
+
+def missing_organs(missed: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+    """(K, C - 1) bool: the organs a candidate is not trusted for *because it leaves them out* (calls most of
+    their voxels background, in the maps of the candidates trusted for them).
+
+    Such a candidate's background says nothing where the organ is (dropped, truncated, shifted away), while one
+    that writes another label there (swapped, another label convention) still draws the organ's outline: its
+    background votes count. An untrusted organ no trusted candidate holds counts as missing.
+    """
+    k = missed.shape[0]
+    out = np.zeros(trusted.shape, dtype=bool)
+    for i, o in zip(*np.nonzero(~trusted)):
+        partners = [j for j in range(k) if j != i and trusted[j, o] and not np.isnan(missed[i, j, o])]
+        out[i, o] = not partners or float(np.mean([missed[i, j, o] for j in partners])) > 0.5
+    return out
 
 
 def reliability_scores(dice: np.ndarray) -> np.ndarray:
