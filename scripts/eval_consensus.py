@@ -180,6 +180,27 @@ def markdown(table: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary_markdown(table: dict[str, dict[str, dict]]) -> str:
+    """Per regime and mode, the mean over the seeds: written vs best-candidate Dice, tiers, Spearman."""
+    lines = ["| regime | refine / DS | written, trained cases (best candidate) | written, all cases (best candidate) | "
+             "erroneous precision / recall | good kept | Spearman DS vs written |", "|---|---|---|---|---|---|---|"]
+    regimes = sorted({key.rsplit("/seed", 1)[0] for key in table}, key=list(regime_names()).index)
+    for regime in regimes:
+        runs = [modes for key, modes in table.items() if key.rsplit("/seed", 1)[0] == regime]
+        for mode in runs[0]:
+            rows = [run[mode] for run in runs]
+
+            def mean(name: str) -> float:
+                values = [r[name] for r in rows if r[name] is not None]
+                return float(np.mean(values)) if values else float("nan")
+
+            lines.append(f"| {regime} | `{mode}` | {mean('written_trained'):.4f} ({mean('best_candidate_trained'):.4f})"
+                         f" | {mean('written'):.4f} ({mean('best_candidate'):.4f}) | "
+                         f"{mean('erroneous_precision'):.2f} / {mean('erroneous_recall'):.2f} | "
+                         f"{mean('good_kept_percent'):.1f} % | {mean('spearman_ds_written'):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
@@ -224,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(table))
+        args.markdown.write_text(f"Mean over seeds {args.seeds}:\n\n{summary_markdown(table)}\nPer seed:\n\n"
+                                 f"{markdown(table)}")
     return 0
 
 

@@ -9,8 +9,9 @@ Generates a phantom dataset with `nnunet_cdl.synth.generate_dataset` (or takes o
 - the misses: how many have the selected label sharing its boundary habit (erode / dilate, from the manifest)
   with another candidate while the truly best label has the other habit, i.e. the best was outvoted by two
   labelers biased the same way, which agreement alone cannot detect;
-- the refined labels' true Dice against the clean phantom labels for `--refine select` (the paper's) and
-  `--refine vote` (voxel-wise majority), both runs with `--keep-erroneous` so every case has a refined label.
+- the written labels' true Dice against the clean phantom labels for every `--refine` mode (select, the paper's;
+  vote; trusted-vote, the default; staple), all runs with `--keep-erroneous` so every case has a written label.
+  `scripts/eval_consensus.py` measures the modes in every labeler regime.
 
     python scripts/eval_selection.py --work eval_work --cases 40 --preset small --seed 0 --num-processes 2
 """
