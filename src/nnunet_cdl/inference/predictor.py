@@ -14,6 +14,7 @@ import torch
 from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
+from nnunet_cdl import fast_gzip
 from nnunet_cdl.dicom.series import find_series
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
@@ -24,6 +25,8 @@ from nnunet_cdl.inference.model_loading import load_model_folder
 from nnunet_cdl.inference.postprocess import remove_small_components
 from nnunet_cdl.inference.sliding import SlidingResult, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
+
+fast_gzip.install()  # the case reader and writer are nibabel's: ISA-L decompresses 2x faster than zlib
 
 
 def auto_backend_line(measured: dict, checkpoint: Path | None) -> str:
