@@ -107,6 +107,21 @@ def test_a_relabelled_candidate_still_draws_the_outlines() -> None:
     assert not np.array_equal(silenced, truth)  # without C's background a tie between A and B decides
 
 
+@pytest.mark.parametrize("k", [3, 5, 9])
+def test_a_majority_always_beats_more_reliable_voters(k: int) -> None:
+    """k - 1 voters of the highest reliability and priority lose to k plain ones."""
+    many = k  # candidates saying organ 1
+    few = k - 1  # candidates saying background, far more reliable
+    labels = [np.ones((2, 2, 2), np.uint8)] * many + [np.zeros((2, 2, 2), np.uint8)] * few
+    reliability = np.array([[0.0]] * many + [[1.0]] * few)
+    priority = np.array([0.0] * many + [1.0] * few)
+    trusted = np.ones((many + few, 1), bool)
+    fused = trusted_vote(labels, 2, trusted, ~trusted, reliability, priority)
+    assert (fused == 1).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        trusted_vote(labels[:1], 2, trusted[:1], ~trusted[:1], reliability[:1], priority[:1])
+
+
 def test_trusted_vote_checks_its_input_and_leaves_it_alone() -> None:
     _, labels = _one_failing_labeler()
     copies = [label.copy() for label in labels]

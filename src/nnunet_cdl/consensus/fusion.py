@@ -94,6 +94,8 @@ def trusted_vote(
     kept. Returns the fused map (dtype of the labels).
     """
     k = len(labels)
+    if k < 2:
+        raise ValueError(f"need at least 2 candidates, got {k}")
     shapes_ok = trusted.shape == missing.shape == organ_rs.shape == (k, num_classes - 1)
     if not shapes_ok or priority.shape != (k,):
         raise ValueError(f"trusted, missing and organ_rs must be ({k}, {num_classes - 1}) and priority ({k},)")
@@ -110,6 +112,7 @@ def trusted_vote(
     if not disagree.any():
         return fused
     final_bonus = (priority_weights(priority) - 1.0) * 1e-3
+    skill_weight = min(0.4, 0.9 / (k - 1))  # below 1 / (k - 1): k - 1 skilled voters never outweigh k plain ones
     distrusted = np.zeros((k, num_classes), dtype=bool)
     distrusted[:, 1:] = ~trusted
     left_out = np.zeros((k, num_classes), dtype=bool)
@@ -128,7 +131,7 @@ def trusted_vote(
         votes = np.zeros((num_classes, chunk.shape[1]), dtype=np.float32)
         for i in range(k):
             skill = sum(np.where(distinct[j], reliability[i][chunk[j]], 0.0) for j in range(k)) / in_play
-            voice = (1.0 + 0.4 * skill + final_bonus[i]).astype(np.float32)
+            voice = (1.0 + skill_weight * skill + final_bonus[i]).astype(np.float32)
             if distrusted[i].any():
                 abstain = distrusted[i][chunk[i]]
                 if left_out[i].any():
