@@ -35,12 +35,15 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from nnunet_cdl.cli import main as cli_main
-from nnunet_cdl.consensus import TRAINABLE_TIERS, confusion_matrix, multi_organ_dice
+from nnunet_cdl.consensus import TRAINABLE_TIERS
 from nnunet_cdl.io import NIFTI_ENDING, read_volume, write_json, write_volume
-from nnunet_cdl.labels import NUM_CLASSES, nnunet_labels_dict
+from nnunet_cdl.labels import nnunet_labels_dict
 from nnunet_cdl.synth import generate_dataset
 from nnunet_cdl.synth.dataset import FAILURE_STREAM, assign_groups, case_seed, source_names
 from nnunet_cdl.synth.labelers import case_failure, regime_names, source_role, simulate_source
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_selection import refined_true_dice  # noqa: E402  (the written labels' true Dice, case by case)
 
 MODES: tuple[tuple[str, str], ...] = (
     ("select", "others"), ("vote", "trusted"), ("staple", "trusted"), ("trusted-vote", "others"),
@@ -82,16 +85,6 @@ def real_anatomy_dataset(image: Path, label: Path, folder: Path, cases: int, see
         "reference_sources": [s for k, s in enumerate(sources) if source_role(regime, k, num_sources) == "reference"],
     })
     return folder
-
-
-def written_true_dice(dataset: Path, folder: Path) -> dict[str, float]:
-    """Case -> multi-organ Dice of the written label in `folder`/labelsTr against the clean labelsTr."""
-    return {
-        label.name.removesuffix(".nii.gz"): multi_organ_dice(confusion_matrix(
-            read_volume(label).array.astype(np.uint8),
-            read_volume(dataset / "labelsTr" / label.name).array.astype(np.uint8), NUM_CLASSES))
-        for label in sorted((folder / "labelsTr").glob("*.nii.gz"))
-    }
 
 
 def mode_metrics(manifest: dict, rows: dict[str, dict], written: dict[str, float]) -> dict:
@@ -144,7 +137,7 @@ def run_modes(dataset: Path, out: Path, first_id: int, num_processes: int) -> di
         folder = next(out.glob(f"Dataset{dataset_id:03d}_*"))
         with open(folder / "consensus.csv") as handle:
             rows = {row["case"]: row for row in csv.DictReader(handle)}
-        metrics = mode_metrics(manifest, rows, written_true_dice(dataset, folder))
+        metrics = mode_metrics(manifest, rows, refined_true_dice(dataset, folder))
         results[f"{refine}/{ds_mode}"] = {**metrics, "cases_per_min": round(60.0 * len(rows) / seconds, 1)}
         print(f"  {refine}/{ds_mode}: written {metrics['written']:.4f} (best candidate "
               f"{metrics['best_candidate']:.4f}), Spearman {metrics['spearman_ds_written']:.3f}", flush=True)

@@ -19,6 +19,19 @@ _CHUNK_VOXELS = 1 << 22
 """Disagreement voxels per counting pass: bounds the (num_classes, chunk) int16 vote table (112 MiB at 14 classes)."""
 
 
+def disagreement(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """Bool mask of the voxels where not every candidate gives the same label; checks shapes and label range."""
+    shape = labels[0].shape
+    for label in labels:
+        if label.shape != shape:
+            raise ValueError(f"label maps differ in shape: {label.shape} vs {shape}")
+        check_range(label, num_classes)
+    disagree = np.zeros(shape, dtype=bool)
+    for label in labels[1:]:
+        disagree |= label != labels[0]
+    return disagree
+
+
 def majority_vote(labels: Sequence[np.ndarray], num_classes: int, tie_break: int) -> tuple[np.ndarray, int]:
     """Per voxel, the label most candidates give; (fused map with `labels[tie_break]`'s dtype, voxels it changed).
 
@@ -29,14 +42,7 @@ def majority_vote(labels: Sequence[np.ndarray], num_classes: int, tie_break: int
     k = len(labels)
     if k < 2 or not 0 <= tie_break < k:
         raise ValueError(f"need at least 2 candidates and 0 <= tie_break < {k}, got {k} and {tie_break}")
-    shape = labels[0].shape
-    for label in labels:
-        if label.shape != shape:
-            raise ValueError(f"label maps differ in shape: {label.shape} vs {shape}")
-        check_range(label, num_classes)
-    disagree = np.zeros(shape, dtype=bool)
-    for label in labels[1:]:
-        disagree |= label != labels[0]
+    disagree = disagreement(labels, num_classes)
     fused = labels[tie_break].copy()
     if not disagree.any():
         return fused, 0
@@ -99,15 +105,8 @@ def trusted_vote(
     shapes_ok = trusted.shape == missing.shape == organ_rs.shape == (k, num_classes - 1)
     if not shapes_ok or priority.shape != (k,):
         raise ValueError(f"trusted, missing and organ_rs must be ({k}, {num_classes - 1}) and priority ({k},)")
-    shape = labels[0].shape
-    for label in labels:
-        if label.shape != shape:
-            raise ValueError(f"label maps differ in shape: {label.shape} vs {shape}")
-        check_range(label, num_classes)
     top = int(np.argmax(priority))
-    disagree = np.zeros(shape, dtype=bool)
-    for label in labels[1:]:
-        disagree |= label != labels[0]
+    disagree = disagreement(labels, num_classes)
     fused = labels[top].copy()
     if not disagree.any():
         return fused
