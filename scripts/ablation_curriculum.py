@@ -7,8 +7,9 @@ Every arm trains the light U-Net with the reference model's recipe (AdamW 1e-3, 
 generator's test images; Dice is the multi-organ Dice against the clean test labels (organs in either map), and
 `nnunet-cdl evaluate` adds FLARE's DSC / NSD (all 13 organs per case) and the DSC per organ.
 
-Tiers use configs/consensus.json's thresholds unless --easy-threshold/--hard-threshold are given; `--refine vote`
-gives arms (b)-(d) the voxel-wise majority labels instead of the selected ones (tiers stay the same). For CPU the
+Tiers use configs/consensus.json's thresholds and DS unless --easy-threshold/--hard-threshold/--ds-mode are given;
+`--refine` picks the labels of arms (b)-(d) (default the package's, trusted-vote; `select` the paper's; the tiers
+do not depend on it). The runs in docs/consensus.md used `--refine select --ds-mode others`, the defaults then. For CPU the
 planner preset is shrunk (--patch, --spacing, --features); the run is small and says so.
 
     nice -n 10 python scripts/ablation_curriculum.py --work ablation_work --cases 16 --test-cases 4 --epochs 15
@@ -32,7 +33,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 from nnunet_cdl.cli import main as cli_main  # noqa: E402
 from nnunet_cdl.consensus.schedule import Phase  # noqa: E402
 from nnunet_cdl.consensus.scores import confusion_matrix, multi_organ_dice  # noqa: E402
-from nnunet_cdl.consensus.tiers import DEFAULT_REFINE, REFINE_MODES  # noqa: E402
+from nnunet_cdl.consensus.scores import DS_MODES  # noqa: E402
+from nnunet_cdl.consensus.tiers import REFINE_MODES, load_config  # noqa: E402
 from nnunet_cdl.io import read_json, read_volume, write_json, write_volume  # noqa: E402
 from nnunet_cdl.consensus import clean_labels  # noqa: E402
 from nnunet_cdl.synth import generate_dataset  # noqa: E402
@@ -177,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch", type=int, nargs=3, default=[16, 48, 48])
     p.add_argument("--spacing", type=float, nargs=3, default=[4.0, 3.2, 3.2], help="target spacing z y x (mm)")
     p.add_argument("--features", type=int, nargs=4, default=[8, 16, 32, 64])
-    p.add_argument("--refine", choices=REFINE_MODES, default=DEFAULT_REFINE,
-                   help="refined labels of the consensus arms: the selected candidate (paper) or the majority vote")
+    p.add_argument("--refine", choices=REFINE_MODES, default=load_config().refine,
+                   help="written labels of the consensus arms [default: configs/consensus.json's]; select: the "
+                   "paper's selected candidate")
+    p.add_argument("--ds-mode", choices=DS_MODES, default=load_config().ds_mode,
+                   help="difficulty score of the tiers [default: configs/consensus.json's]; others: the one the "
+                   "documented runs used")
     p.add_argument("--arms", default="abcd", help="which arms to run")
     p.add_argument("--optimizer", choices=("reference", "paper"), default="reference",
                    help="reference (default): AdamW 1e-3 as the reference model (nnUNetTrainerLightUNet_Adam1en3); "
@@ -202,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     random_source_dataset(raw, source, 871, args.seed)
     code = cli_main(["consensus", "--images", str(source / "imagesTr"), "--labels",
                      *map(str, sorted((source / "pseudolabels").iterdir())), "--out", str(raw), "--dataset-id", "872",
-                     "--dataset-name", "AblationConsensus", "--refine", args.refine, "--overwrite",
+                     "--dataset-name", "AblationConsensus", "--refine", args.refine, "--ds-mode", args.ds_mode,
+                     "--overwrite",
                      *(["--easy-threshold", str(args.easy_threshold)] if args.easy_threshold is not None else []),
                      *(["--hard-threshold", str(args.hard_threshold)] if args.hard_threshold is not None else [])])
     if code not in (0, 1):
