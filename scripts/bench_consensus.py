@@ -23,15 +23,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from nnunet_cdl.consensus.case import fuse, load_candidate
-from nnunet_cdl.consensus.scores import (
-    missing_organs,
-    pairwise_agreement,
-    reliability_scores,
-    select_candidate,
-    trusted_agreement,
-    trusted_organs,
-)
+from nnunet_cdl.consensus.case import case_scores, fuse, load_candidate
 from nnunet_cdl.consensus.tiers import REFINE_MODES, load_config
 from nnunet_cdl.io import write_volume
 from nnunet_cdl.synth import corrupt_label, synth_case
@@ -68,13 +60,10 @@ def stage_times(root: Path, refine: str) -> dict[str, float]:
     loaded = [load_candidate(f, tuple(range(14))) for f in files]
     t1 = time.perf_counter()
     labels = [label for label, *_ in loaded]
-    dice, per_organ, missed = pairwise_agreement(labels, 14)
-    selected = select_candidate(reliability_scores(dice))
-    trusted = trusted_organs(per_organ, load_config().trust_margin)
-    missing = missing_organs(missed, trusted)
-    robust_rs, _ = trusted_agreement(per_organ, trusted)
+    config = load_config()
+    scores = case_scores(labels, 14, config.trust_margin, (True, True, True), config.ds_mode, (0, 1, 2))
     t2 = time.perf_counter()
-    fuse(refine, labels, 14, selected, trusted, missing, per_organ, robust_rs, (True, True, True))
+    fuse(refine, labels, 14, scores, (True, True, True))
     t3 = time.perf_counter()
     write_volume(root / "stage_test.nii.gz", loaded[0][0], loaded[0][1])
     t4 = time.perf_counter()

@@ -39,8 +39,8 @@ from nnunet_cdl.consensus import TRAINABLE_TIERS
 from nnunet_cdl.io import NIFTI_ENDING, read_volume, write_json, write_volume
 from nnunet_cdl.labels import nnunet_labels_dict
 from nnunet_cdl.synth import generate_dataset
-from nnunet_cdl.synth.dataset import FAILURE_STREAM, assign_groups, case_seed, source_names
-from nnunet_cdl.synth.labelers import case_failure, regime_names, source_role, simulate_source
+from nnunet_cdl.synth.dataset import assign_groups, source_names, write_pseudolabels
+from nnunet_cdl.synth.labelers import regime_names, source_role
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_selection import refined_true_dice  # noqa: E402  (the written labels' true Dice, case by case)
@@ -63,21 +63,15 @@ def real_anatomy_dataset(image: Path, label: Path, folder: Path, cases: int, see
     truth_map = truth.array.astype(np.uint8)
     shutil.rmtree(folder, ignore_errors=True)
     groups = assign_groups(cases, seed)
-    sources = source_names(num_sources)
+    sources = tuple(source_names(num_sources))
     entries = {}
     for index, group in enumerate(groups):
         case = f"Real_{index + 1:05d}"
         write_volume(folder / "imagesTr" / f"{case}_0000{NIFTI_ENDING}", ct.array, ct.geometry)
         write_volume(folder / "labelsTr" / f"{case}{NIFTI_ENDING}", truth_map, truth.geometry)
-        failing, failure = case_failure(regime, group, num_sources, case_seed(seed, index, FAILURE_STREAM))
-        records = {}
-        for k, name in enumerate(sources):
-            noisy, records[name] = simulate_source(truth_map, truth.geometry.spacing_zyx, group, k,
-                                                   case_seed(seed, index, 1 + k), regime=regime,
-                                                   num_sources=num_sources, failure=failure if k == failing else None)
-            write_volume(folder / "pseudolabels" / name / f"{case}{NIFTI_ENDING}", noisy, truth.geometry)
-        entries[case] = {"split": "train", "group": group, "sources": records,
-                         "failing_source": sources[failing] if failing is not None else None}
+        records, failing = write_pseudolabels(truth_map, truth.geometry, group, sources, seed, index, regime,
+                                              folder, case)
+        entries[case] = {"split": "train", "group": group, "sources": records, "failing_source": failing}
     write_json(folder / "dataset.json", {"channel_names": {"0": "CT"}, "labels": nnunet_labels_dict(),
                                          "numTraining": cases, "file_ending": NIFTI_ENDING})
     write_json(folder / "manifest.json", {

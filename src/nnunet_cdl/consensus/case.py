@@ -151,16 +151,11 @@ def _score(job: CaseJob, result: CaseResult) -> None:
         cleaned.append(n_changed)
         file_dtypes.append(file_dtype)
     num_classes = max(job.allowed) + 1
-    dice, per_organ, missed = pairwise_agreement(labels, num_classes)
-    rs = reliability_scores(dice)
-    selected = select_candidate(rs, job.selectable)
-    trusted = trusted_organs(per_organ, job.trust_margin)
-    missing = missing_organs(missed, trusted)
-    robust_rs, trusted_mean = trusted_agreement(per_organ, trusted)
-    ds = difficulty_score(dice, selected, job.ds_mode, job.challenge, trusted_mean)  # type: ignore[arg-type]
+    scores = case_scores(labels, num_classes, job.trust_margin, job.selectable, job.ds_mode, job.challenge)
+    selected = scores.selected
     source = job.candidates[selected]
     assert source is not None
-    fused = fuse(job.refine, labels, num_classes, selected, trusted, missing, per_organ, robust_rs, job.selectable)
+    fused = fuse(job.refine, labels, num_classes, scores, job.selectable)
     if fused is not None:
         result.voted = int(np.count_nonzero(fused != labels[selected]))
         write_volume(job.out_label, fused, geometries[selected])
@@ -169,18 +164,48 @@ def _score(job: CaseJob, result: CaseResult) -> None:
             shutil.copyfile(source, tmp)  # already clean: keep the source file byte for byte
     else:
         write_volume(job.out_label, labels[selected], geometries[selected])
-    result.rs = [float(v) for v in rs]
-    result.dice = [[float(v) for v in row] for row in dice]
+    result.rs = [float(v) for v in scores.rs]
+    result.dice = [[float(v) for v in row] for row in scores.dice]
     result.selected = selected
-    result.ds = ds
+    result.ds = scores.ds
     result.cleaned = cleaned
-    result.excluded = [[int(o) + 1 for o in np.flatnonzero(~row)] for row in trusted]
+    result.excluded = [[int(o) + 1 for o in np.flatnonzero(~row)] for row in scores.trusted]
 
 
-def fuse(
-    refine: str, labels: list[np.ndarray], num_classes: int, selected: int, trusted: np.ndarray,
-    missing: np.ndarray, per_organ: np.ndarray, robust_rs: np.ndarray, selectable: tuple[bool, ...],
-) -> np.ndarray | None:
+@dataclass(frozen=True)
+class CaseScores:
+    """What the candidates of one case say about each other (K candidates, C classes)."""
+
+    dice: np.ndarray
+    """(K, K) multi-organ Dice."""
+    per_organ: np.ndarray
+    """(K, K, C - 1) per-organ Dice."""
+    rs: np.ndarray
+    """(K,) Reliability Scores (Eq. 1)."""
+    selected: int
+    trusted: np.ndarray
+    """(K, C - 1) bool, `trusted_organs`."""
+    missing: np.ndarray
+    """(K, C - 1) bool, `missing_organs`."""
+    robust_rs: np.ndarray
+    """(K,) mean per-organ Dice with the trusted candidates."""
+    ds: float
+
+
+def case_scores(labels: list[np.ndarray], num_classes: int, trust_margin: float, selectable: tuple[bool, ...],
+                ds_mode: str, challenge: tuple[int, ...]) -> CaseScores:
+    """Agreement, RS, selection, trust and DS of one case's cleaned candidate maps (one pass over the voxels)."""
+    dice, per_organ, missed = pairwise_agreement(labels, num_classes)
+    rs = reliability_scores(dice)
+    selected = select_candidate(rs, selectable)
+    trusted = trusted_organs(per_organ, trust_margin)
+    robust_rs, trusted_mean = trusted_agreement(per_organ, trusted)
+    ds = difficulty_score(dice, selected, ds_mode, challenge, trusted_mean)  # type: ignore[arg-type]
+    return CaseScores(dice, per_organ, rs, selected, trusted, missing_organs(missed, trusted), robust_rs, ds)
+
+
+def fuse(refine: str, labels: list[np.ndarray], num_classes: int, scores: CaseScores,
+         selectable: tuple[bool, ...]) -> np.ndarray | None:
     """The fused label of a fusing refine mode, None for "select" (the selected candidate is written as it is).
 
     Ties in "trusted-vote" go by robust RS, candidates that may not be selected (`--reference-votes-only`) last.
@@ -188,10 +213,11 @@ def fuse(
     if refine == "select":
         return None
     if refine == "vote":
-        return majority_vote(labels, num_classes, selected)[0]
+        return majority_vote(labels, num_classes, scores.selected)[0]
     if refine == "staple":
-        return staple(labels, num_classes, selected)
+        return staple(labels, num_classes, scores.selected)
     if refine == "trusted-vote":
-        priority = robust_rs - 2.0 * ~np.asarray(selectable, dtype=bool)
-        return trusted_vote(labels, num_classes, trusted, missing, organ_reliability(per_organ), priority)
+        priority = scores.robust_rs - 2.0 * ~np.asarray(selectable, dtype=bool)
+        return trusted_vote(labels, num_classes, scores.trusted, scores.missing, organ_reliability(scores.per_organ),
+                            priority)
     raise CdlError(f"unknown refine mode {refine!r}")

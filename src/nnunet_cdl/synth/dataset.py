@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.io import NIFTI_ENDING, atomic_directory, write_json, write_volume
+from nnunet_cdl.io import NIFTI_ENDING, Geometry, atomic_directory, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, nnunet_labels_dict
 from nnunet_cdl.parallel import parallel_map
 from nnunet_cdl.synth.labelers import case_failure, default_regime, regime_config, simulate_source, source_role
@@ -87,21 +87,28 @@ def _make_case(job: _Job) -> dict[str, Any]:
         "scan": scan,
     }
     if job.split == "train":
-        sources: dict[str, Any] = {}
-        group = job.group or "easy"
-        failing, failure = case_failure(job.regime, group, len(job.sources),
-                                        case_seed(job.seed, job.index, FAILURE_STREAM))
-        for k, name in enumerate(job.sources):
-            noisy, record = simulate_source(
-                label, geometry.spacing_zyx, group, k, case_seed(job.seed, job.index, 1 + k), regime=job.regime,
-                num_sources=len(job.sources), failure=failure if k == failing else None,
-            )
-            write_volume(root / "pseudolabels" / name / f"{job.case_id}{NIFTI_ENDING}", noisy, geometry)
-            sources[name] = record
+        sources, entry["failing_source"] = write_pseudolabels(
+            label, geometry, job.group or "easy", job.sources, job.seed, job.index, job.regime, root, job.case_id)
         entry["sources"] = sources
-        entry["failing_source"] = job.sources[failing] if failing is not None else None
         entry["mean_source_dice"] = round(float(np.mean([s["dice"] for s in sources.values()])), 4)
     return entry
+
+
+def write_pseudolabels(
+    label: np.ndarray, geometry: Geometry, group: str, sources: tuple[str, ...], seed: int, index: int, regime: str,
+    root: Path, case_id: str,
+) -> tuple[dict[str, Any], str | None]:
+    """Every simulated labeler's pseudo-label of case `index` (`label` uint8 (z, y, x)), written to
+    `root/pseudolabels/<source>/<case_id>.nii.gz`; (manifest record per source, the failing source or None)."""
+    failing, failure = case_failure(regime, group, len(sources), case_seed(seed, index, FAILURE_STREAM))
+    records: dict[str, Any] = {}
+    for k, name in enumerate(sources):
+        noisy, records[name] = simulate_source(
+            label, geometry.spacing_zyx, group, k, case_seed(seed, index, 1 + k), regime=regime,
+            num_sources=len(sources), failure=failure if k == failing else None,
+        )
+        write_volume(root / "pseudolabels" / name / f"{case_id}{NIFTI_ENDING}", noisy, geometry)
+    return records, sources[failing] if failing is not None else None
 
 
 def _check_arguments(
