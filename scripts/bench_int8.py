@@ -88,7 +88,7 @@ def main() -> int:
         backend = build_backend(name, loaded["network"].eval(), torch.device("cpu"), example, args.threads,
                                 checkpoint, args.calibration)
         seconds[name] = round(time_backend(backend, example, args.runs), 4)
-    passed = write_int8_gate(checkpoint, openvino_key(example, checkpoint), minimum,
+    passed = write_int8_gate(checkpoint, openvino_key(example.shape, checkpoint), minimum,
                              {"organ_dice_vs_fp32": per_organ, "cases": list(truth), "slices": args.slices,
                               "cpu": cpu_model_name(), "seconds_per_window": seconds,
                               "command": "python scripts/bench_int8.py " + " ".join(sys.argv[1:])})

@@ -42,14 +42,12 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
 from nnunet_cdl.evaluation.efficiency import run_measured
 from nnunet_cdl.cpu import cpu_supports_bf16
 from nnunet_cdl.inference.config import PRESET, load_settings
 from nnunet_cdl.inference.export import resize_labels_nearest
-from nnunet_cdl.inference.sliding import run_plan
+from nnunet_cdl.inference.sliding import pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
 from nnunet_cdl.io import Geometry, read_json, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
@@ -114,19 +112,18 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     box = tuple(slice(a, b) for a, b in record["body_box"])
     labels = resize_labels_nearest(truth[box], record["network_shape"])
     patch = tuple(configuration["patch_size"])
-    padded, _ = pad_nd_image(torch.from_numpy(labels.astype(np.float32))[None], patch, "constant", {"value": 0},
-                             True, None)
+    padded, _ = pad_to_patch(labels.astype(np.float32)[None], patch)
     classes = len(ORGAN_IDS) + 1
 
-    def oracle(window: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.one_hot(window[0, 0].long(), classes).permute(3, 0, 1, 2).float()
+    def oracle(window: np.ndarray) -> np.ndarray:
+        return np.moveaxis(np.eye(classes, dtype=np.float32)[window[0, 0].astype(np.int64)], -1, 0)
 
     rules = load_settings().tiling
     result = {}
     for suffix, variant in (("", rules), ("_without_tube_rule", replace(rules, tube_rule=False))):
         plan = plan_tiling(padded.shape[1:], patch, record["windows"].get("step_size", 0.5), variant)
         run_result = run_plan(padded, plan, variant, oracle, classes, use_gaussian=False)
-        dice = organ_dice(run_result.labels, padded[0].numpy().astype(np.uint8))
+        dice = organ_dice(run_result.labels, padded[0].astype(np.uint8))
         result |= {f"run{suffix}": run_result.windows_run, f"skipped{suffix}": run_result.windows_skipped,
                    f"mean_dice_vs_truth{suffix}": round(float(np.mean(list(dice.values()) or [1.0])), 4)}
     return {**result, "grid": run_result.grid}

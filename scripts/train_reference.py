@@ -8,7 +8,9 @@ budget in minutes. Steps, each skipped when its output is already in --work (so 
 2. `nnunet-cdl plan` (LightUNetPlanner, the paper's nnUNetPlansLightUNet, with the recipe's overrides);
 3. stock `nnUNetv2_train ... 0 -tr TRAINER -p nnUNetPlansLightUNet -device cpu` with `nnUNet_cdl_time_budget_min`
    (fold 0 = all training cases but the last `validation_cases`, whose patches give nnU-Net's pseudo Dice);
-   bfloat16 autocast where the CPU has it; `--continue-from MODEL` starts from that model's weights;
+   bfloat16 autocast where the CPU has it; `--continue-from MODEL` starts from all of that model's weights, its
+   segmentation heads included (`nnUNet_cdl_initial_weights`; nnU-Net's `-pretrained_weights` would leave the
+   heads random);
 4. export: plans.json, dataset.json, fold_0/checkpoint_final.pth (weights and what nnU-Net needs to load them, no
    optimizer state) into --out;
 5. held-out: `nnunet-cdl predict -m OUT -f 0` and `nnunet-cdl evaluate` (FLARE DSC / NSD) on the held-out phantoms;
@@ -38,6 +40,7 @@ from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16  # 
 from nnunet_cdl.inference.model_loading import read_checkpoint  # noqa: E402
 from nnunet_cdl.io import atomic_path, read_json, write_json, write_volume  # noqa: E402
 from nnunet_cdl.labels import ORGANS, nnunet_labels_dict  # noqa: E402
+from nnunet_cdl.training.light_unet import INITIAL_WEIGHTS_VARIABLE  # noqa: E402
 from nnunet_cdl.nnunet_env import ensure_nnunet_env  # noqa: E402
 from nnunet_cdl.synth.phantom import synth_case_with_info  # noqa: E402
 
@@ -250,7 +253,7 @@ def main() -> int:
     parser.add_argument("--trainer", default=None)
     parser.add_argument("--max-epochs", dest="max_epochs", type=int, default=None)
     parser.add_argument("--continue-from", type=Path, default=None,
-                        help="model folder whose fold_0 weights start the training (-pretrained_weights)")
+                        help="model folder whose fold_0 weights (all of them) start the training")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="nnUNetv2_train -device (cuda: nnU-Net's own mixed precision; prediction stays on the CPU)")
@@ -305,7 +308,7 @@ def main() -> int:
         if (trained / "fold_0" / "checkpoint_latest.pth").is_file():
             command.append("--c")
         elif args.continue_from is not None:
-            command += ["-pretrained_weights", str(args.continue_from.resolve() / "fold_0" / "checkpoint_final.pth")]
+            env[INITIAL_WEIGHTS_VARIABLE] = str(args.continue_from.resolve() / "fold_0" / "checkpoint_final.pth")
         seconds["train"] = run(command, env, log)
 
     print(f"4/6 export to {out}", flush=True)

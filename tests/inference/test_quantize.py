@@ -63,7 +63,7 @@ def test_int8_is_close_to_fp32_cached_and_gated(preprocessed: Path, tmp_path: Pa
     first = model_file.stat().st_mtime_ns
     build_backend("openvino-int8", net, CPU, x, 1, checkpoint)  # cached: no calibration data needed any more
     assert model_file.stat().st_mtime_ns == first
-    key = openvino_key(x, checkpoint)
+    key = openvino_key(x.shape, checkpoint)
     assert not int8_gate_passed(checkpoint, key)
     assert "openvino-int8" not in choose_backend(net, x, 1, checkpoint)[1]["seconds_per_window"]
     assert not write_int8_gate(checkpoint, key, 0.95, {"cases": 2})
@@ -73,5 +73,5 @@ def test_int8_is_close_to_fp32_cached_and_gated(preprocessed: Path, tmp_path: Pa
     with torch.no_grad():
         net[0].bias += 1.0
     torch.save({"network_weights": net.state_dict()}, checkpoint)
-    assert not int8_gate_passed(checkpoint, openvino_key(x, checkpoint)), "a new checkpoint needs a new gate"
+    assert not int8_gate_passed(checkpoint, openvino_key(x.shape, checkpoint)), "a new checkpoint needs a new gate"
     assert backends.BACKENDS[-1] == "openvino-int8"

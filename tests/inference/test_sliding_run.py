@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
+import pytest
 
-from nnunet_cdl.inference.sliding import gaussian_weights, run_plan
+from nnunet_cdl.inference.sliding import gaussian_weights, pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import TilingRules, plan_tiling
 
 PATCH = (8, 16, 16)
@@ -13,10 +13,10 @@ K = 14
 
 
 def oracle(calls: list):
-    def window_fn(x: torch.Tensor) -> torch.Tensor:
+    def window_fn(x: np.ndarray) -> np.ndarray:
         calls.append(x.shape)
-        labels = x[0, 0].round().long()
-        return torch.nn.functional.one_hot(labels, K).permute(3, 0, 1, 2).float() * 5
+        labels = x[0, 0].round().astype(np.int64)
+        return np.moveaxis(np.eye(K, dtype=np.float32)[labels], -1, 0) * 5
 
     return window_fn
 
@@ -30,7 +30,7 @@ def volume(shape=(24, 40, 48)) -> np.ndarray:
 
 def test_all_windows_reproduce_the_labels_and_logits():
     labels = volume()
-    data = torch.from_numpy(labels[None].astype(np.float32))
+    data = labels[None].astype(np.float32)
     rules = TilingRules(empty_center_voxels=0, tube_rule=False)
     plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
     calls: list = []
@@ -38,13 +38,13 @@ def test_all_windows_reproduce_the_labels_and_logits():
     assert np.array_equal(result.labels, labels)
     assert result.windows_run == plan.num_windows == len(calls) and result.windows_skipped == 0
     assert result.logits.shape == (K, *labels.shape)
-    assert torch.equal(result.logits.float().argmax(0), torch.from_numpy(labels).long())
+    assert np.array_equal(result.logits.astype(np.float32).argmax(0), labels)
 
 
 def test_empty_centers_skip_their_slab_and_uncovered_voxels_are_background():
     labels = np.zeros((24, 40, 48), dtype=np.uint8)
     labels[0:4, 0:5, 0:5] = 2  # only in a corner: the center windows never see it
-    data = torch.from_numpy(labels[None].astype(np.float32))
+    data = labels[None].astype(np.float32)
     rules = TilingRules(empty_center_voxels=1)
     plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
     calls: list = []
@@ -53,14 +53,15 @@ def test_empty_centers_skip_their_slab_and_uncovered_voxels_are_background():
     assert result.windows_skipped == plan.num_windows - len(plan.slabs)
     assert set(result.slab_reasons) == {"empty"}
     assert not result.labels.any()
-    probabilities = torch.softmax(result.logits.float(), 0)
+    logits = result.logits.astype(np.float32)
+    probabilities = np.exp(logits) / np.exp(logits).sum(0)
     assert (probabilities[0] > 0.9).all()
 
 
 def test_skip_next_slab_after_empty():
     labels = volume()
     labels[:] = 0
-    data = torch.from_numpy(labels[None].astype(np.float32))
+    data = labels[None].astype(np.float32)
     rules = TilingRules(empty_center_voxels=1, skip_slab_after_empty=True)
     plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
     result = run_plan(data, plan, rules, oracle([]), K)
@@ -69,7 +70,7 @@ def test_skip_next_slab_after_empty():
 
 def test_foreground_slabs_find_off_center_organs():
     labels = volume()
-    data = torch.from_numpy(labels[None].astype(np.float32))
+    data = labels[None].astype(np.float32)
     rules = TilingRules(empty_center_voxels=10)
     result = run_plan(data, plan_tiling(labels.shape, PATCH, 0.5, rules), rules, oracle([]), K)
     assert np.array_equal(result.labels == 3, labels == 3)
@@ -80,3 +81,15 @@ def test_gaussian_weights_shape_peak_and_floor():
     assert weights.shape == (9, 16, 16)
     assert float(weights.max()) == 1.0 and float(weights.min()) > 0
     assert float(weights[4, 7, 7]) > float(weights[0, 0, 0])
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 7, 9), (1, 40, 200, 33), (2, 31, 128, 191), (1, 32, 128, 192)])
+def test_padding_matches_nnunets_pad_nd_image(shape):
+    torch = pytest.importorskip("torch")
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+
+    data = np.random.default_rng(0).random(shape, dtype=np.float32)
+    expected, expected_revert = pad_nd_image(torch.from_numpy(data), (32, 128, 192), "constant", {"value": 0}, True)
+    padded, revert = pad_to_patch(data, (32, 128, 192))
+    assert np.array_equal(padded, expected.numpy())
+    assert np.array_equal(padded[revert], data) and np.array_equal(expected.numpy()[tuple(expected_revert)], data)

@@ -83,3 +83,4 @@ def test_missing_plans_lists_the_existing_ones(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(CdlError, match=r"plans 'nnUNetPlansLightUNet' not found \(plans of Dataset961_X: "
                                        r"nnUNetPlans\).*nnunet-cdl plan"):
         nnunet_env.require_plans("Dataset961_X", "nnUNetPlansLightUNet")
+

@@ -223,3 +223,25 @@ def test_short_variants_skip_the_final_validation(trainer, monkeypatch: pytest.M
     assert trainer().final_validation is True
     monkeypatch.setenv("nnUNet_cdl_final_validation", "0")
     assert trainer().final_validation is False
+
+
+def test_initial_weights_load_every_tensor_heads_included_and_refuse_another_network(tmp_path):
+    from nnunet_cdl.training.light_unet import load_network_weights
+
+    def network(classes: int) -> torch.nn.Module:
+        torch.manual_seed(classes)
+        net = torch.nn.Module()
+        net.encoder = torch.nn.Conv3d(1, 4, 3)
+        net.seg_layers = torch.nn.ModuleList([torch.nn.Conv3d(4, classes, 1)])  # what -pretrained_weights skips
+        return net
+
+    source = network(14)
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": source.state_dict(), "trainer_name": "t", "init_args": {}}, checkpoint)
+    target = network(13 + 1)
+    torch.manual_seed(99)
+    torch.nn.init.normal_(target.seg_layers[0].weight)
+    assert load_network_weights(target, checkpoint) == 4
+    assert torch.equal(target.seg_layers[0].weight, source.seg_layers[0].weight)
+    with pytest.raises(CdlError, match="do not fit this network"):
+        load_network_weights(network(5), checkpoint)

@@ -55,3 +55,24 @@ def input_kind(folder: str | os.PathLike[str], file_ending: str) -> str:
         raise CdlError(f"{folder}: holds both {file_ending} images ({images[0].name}) and DICOM files "
                        f"({dicom.relative_to(folder)}); give one kind per input folder")
     return "dicom" if dicom is not None else "nifti"
+
+
+def select_cases(lists: list[list[str]], output: str | list[str] | None, file_ending: str, overwrite: bool,
+                 part_id: int, num_parts: int,
+                 save_probabilities: bool = False) -> tuple[list[list[str]], list[str] | None]:
+    """nnU-Net's `_manage_input_and_output_lists` (without its prints and the cascade input): this part's cases
+    (`lists[part_id::num_parts]`), their truncated output paths (`output/CASE`, or this part of a given list, or
+    None for in-memory prediction), and without `overwrite` only the cases whose output is not there yet."""
+    lists = lists[part_id::num_parts]
+    if isinstance(output, str):
+        outputs = [os.path.join(output, os.path.basename(files[0])[: -(len(file_ending) + 5)]) for files in lists]
+    elif isinstance(output, list):
+        outputs = output[part_id::num_parts]
+    else:
+        outputs = None
+    if not overwrite and outputs is not None:
+        done = [os.path.isfile(o + file_ending) and (not save_probabilities or os.path.isfile(o + ".npz"))
+                for o in outputs]
+        lists = [files for files, d in zip(lists, done) if not d]
+        outputs = [o for o, d in zip(outputs, done) if not d]
+    return lists, outputs

@@ -1,5 +1,8 @@
 """`nnunet-cdl predict`: nnUNetv2_predict's flags (and -m as nnUNetv2_predict_from_modelfolder) with the adaptive
-CPU predictor; `--tiling full` runs nnU-Net's stock predictor for comparison."""
+CPU predictor; `--tiling full` runs nnU-Net's stock predictor for comparison.
+
+When the caches beside the checkpoint serve the run (an OpenVINO backend, see `inference.lean`), the command
+predicts without importing torch or nnU-Net's predictor; otherwise `nnUNetCdlPredictor` runs (and fills them)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,11 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import read_json
 from nnunet_cdl.inference.config import EXPORTS, OUTPUT_TYPES, available_cores, load_settings
-from nnunet_cdl.inference.backends import BACKENDS
 from nnunet_cdl.inference.cases import input_kind
+from nnunet_cdl.inference.runtime import BACKENDS
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -65,6 +66,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     ours.add_argument("--int8-calibration", type=Path, default=None,
                       help="openvino-int8: preprocessed training data to calibrate on (default: the model's dataset "
                       "in nnUNet_preprocessed); quantised once, cached beside the checkpoint")
+    ours.add_argument("--full-predictor", action="store_true",
+                      help="always predict with nnUNetCdlPredictor (PyTorch loaded), also where the cached OpenVINO "
+                      "path (no torch import, same outputs) would serve the run")
     ours.add_argument("--allow-any-size", action="store_true",
                       help="predict images whose shape or voxel size no CT has (refused by default)")
     return parser
@@ -90,7 +94,10 @@ def model_folder(args: argparse.Namespace) -> str:
         raise CdlError(f"-d {args.d}: {exc}") from exc
 
 
-def device_of(name: str) -> torch.device:
+def device_of(name: str):
+    """-device as a `torch.device` (imports torch)."""
+    import torch
+
     if name not in ("cpu", "cuda", "mps"):
         raise CdlError(f"-device must be cpu, cuda or mps, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
@@ -110,7 +117,8 @@ def main(argv: list[str], prog: str) -> int:
     if not Path(args.i).is_dir():
         raise CdlError(f"-i {args.i}: input folder not found")
     folder = model_folder(args)
-    device = device_of(args.device)
+    if args.device not in ("cpu", "cuda", "mps"):
+        raise CdlError(f"-device must be cpu, cuda or mps, got {args.device!r}")
     settings = load_settings(args.preset)
     settings = settings.with_overrides(
         backend=args.backend, export=args.export, threads=args.threads, record_dir=args.record,
@@ -119,7 +127,6 @@ def main(argv: list[str], prog: str) -> int:
         postprocess=replace(settings.postprocess, enabled=False) if args.no_postprocess else None,
         body=replace(settings.body, enabled=False) if args.no_body_crop else None,
     )
-    torch.set_num_threads(settings.threads)
     check_output_folder(Path(args.o))
     kind = input_kind(args.i, read_json(Path(folder) / "dataset.json").get("file_ending", ".nii.gz"))
     if kind == "dicom" and args.tiling == "full":
@@ -128,6 +135,20 @@ def main(argv: list[str], prog: str) -> int:
         raise CdlError(f"--output-type dicom-seg needs DICOM input; -i {args.i} holds no DICOM files")
     if args.output_type == "dicom-seg" and args.save_probabilities:
         raise CdlError("--save_probabilities writes nnU-Net's .npz beside NIfTI output; drop it with dicom-seg")
+    from nnunet_cdl.inference.lean import lean_predictor
+
+    lean, why_not = (None, "--full-predictor") if args.full_predictor else lean_predictor(
+        Path(folder), folds, args.chk, settings, args.step_size, not args.disable_tta, args.device, args.tiling,
+        args.save_probabilities, args.prev_stage_predictions)
+    if lean is not None:
+        return predict_with(lean, kind, args)
+    if args.verbose:
+        print(f"predicting with nnUNetCdlPredictor (PyTorch): the cached OpenVINO path does not serve this run "
+              f"({why_not})", flush=True)
+    import torch
+
+    device = device_of(args.device)
+    torch.set_num_threads(settings.threads)
     common = dict(
         tile_step_size=args.step_size, use_gaussian=True, use_mirroring=not args.disable_tta,
         perform_everything_on_device=not args.not_on_device, device=device, verbose=args.verbose,
@@ -154,6 +175,11 @@ def main(argv: list[str], prog: str) -> int:
 
     predictor = nnUNetCdlPredictor(**common, settings=settings)
     predictor.initialize_from_trained_model_folder(folder, folds, args.chk)
+    return predict_with(predictor, kind, args)
+
+
+def predict_with(predictor, kind: str, args: argparse.Namespace) -> int:
+    """Run `predictor` (ours, lean or not) on the DICOM series or the nnU-Net input folder of `args`."""
     if kind == "dicom":
         predictor.predict_from_dicom(args.i, args.o, overwrite=not args.continue_prediction)
         return 0

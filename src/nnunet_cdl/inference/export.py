@@ -2,7 +2,8 @@
 
 Fast path: argmax at network resolution, then nearest-neighbour label resampling (index arithmetic, uint8 only).
 Stock path: nnU-Net's resampling of every class's logits, then argmax. Both finish by undoing nnU-Net's crop and
-transpose and pasting the body box into a full-size background volume.
+transpose and pasting the body box into a full-size background volume. The fast path is torch-free (nnU-Net's
+export, which the stock path calls, is imported only there).
 """
 
 from __future__ import annotations
@@ -10,11 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
-from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from nnunet_cdl.inference.body import Box
 
@@ -32,31 +28,35 @@ def resize_labels_nearest(labels: np.ndarray, shape: Sequence[int]) -> np.ndarra
     return labels[np.ix_(*index)]
 
 
-def uncrop_untranspose(segmentation: np.ndarray, properties: dict, plans_manager: PlansManager) -> np.ndarray:
-    """Undo nnU-Net's crop to non-zero (pad with background) and its axis transpose."""
+def uncrop_untranspose(segmentation: np.ndarray, properties: dict, plans_manager) -> np.ndarray:
+    """Undo nnU-Net's crop to non-zero (pad with background; the box lies inside the image) and its transpose."""
     full = np.zeros(properties["shape_before_cropping"], dtype=segmentation.dtype)
-    full = insert_crop_into_image(full, segmentation, properties["bbox_used_for_cropping"])
+    full[tuple(slice(int(lo), int(hi)) for lo, hi in properties["bbox_used_for_cropping"])] = segmentation
     return np.ascontiguousarray(full.transpose(plans_manager.transpose_backward))
 
 
-def fast_labels(labels: np.ndarray, properties: dict, plans_manager: PlansManager) -> np.ndarray:
+def fast_labels(labels: np.ndarray, properties: dict, plans_manager) -> np.ndarray:
     """Network-resolution labels (Z, Y, X) -> labels on the (cropped) input grid in file axis order."""
     resized = resize_labels_nearest(labels, properties["shape_after_cropping_and_before_resampling"])
     return uncrop_untranspose(resized, properties, plans_manager)
 
 
 def stock_labels(
-    logits: torch.Tensor,
+    logits,
     properties: dict,
-    plans_manager: PlansManager,
-    configuration_manager: ConfigurationManager,
-    label_manager: LabelManager,
+    plans_manager,
+    configuration_manager,
+    label_manager,
     threads: int,
     with_probabilities: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """nnU-Net's export: resample logits (K, Z, Y, X) to the input grid, argmax (and softmax on request)."""
+    """nnU-Net's export: resample logits (K, Z, Y, X; numpy or torch) to the input grid, argmax (and softmax on
+    request). nnU-Net's `PlansManager`, `ConfigurationManager` and `LabelManager`."""
+    import torch
+    from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
+
     result = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, plans_manager, configuration_manager, label_manager, properties, with_probabilities, threads
+        torch.as_tensor(logits), plans_manager, configuration_manager, label_manager, properties, with_probabilities, threads
     )
     if with_probabilities:
         return result[0], result[1]

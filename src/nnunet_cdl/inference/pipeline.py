@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from nnunet_cdl.dicom.series import DicomSeries
 from nnunet_cdl.errors import CdlError
@@ -100,11 +99,10 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
             array, _, net_properties = preprocessor.run_case_npy(
                 crop, None, copy.deepcopy(properties), pm, cm, predictor.dataset_json
             )
-            network_input = torch.from_numpy(array)
+            network_input = array
         del data, crop
     record.network_shape = [int(s) for s in network_input.shape[1:]]
     with record.stage("network"):
-        torch.set_num_threads(settings.threads)
         result = predictor.adaptive_sliding_window(network_input, keep_logits=not fast or save_probabilities)
         record.backend = predictor.backend_name  # `auto` is resolved by the first window
         record.windows = {
@@ -198,8 +196,9 @@ def run_cases(predictor, lists: Sequence[CaseInput], outputs: list[str] | None, 
             case=files.case if dicom else case_name(files[0], ending),
             inputs=[str(files.folder)] if dicom else [str(f) for f in files], output=out + output_ending if out else None,
             backend=predictor.backend_name, threads=settings.threads, export=settings.export,
-            postprocess=settings.postprocess.enabled,
+            postprocess=settings.postprocess.enabled, predictor=type(predictor).__name__,
         )
+        already_started = predictor.first_window_after_start_s is not None
         try:
             segmentation = predict_case(predictor, files, out, save_probabilities, record)
             if out is None:
@@ -212,6 +211,8 @@ def run_cases(predictor, lists: Sequence[CaseInput], outputs: list[str] | None, 
             record.status = "failed"
             record.error = str(exc) if isinstance(exc, CdlError) else f"{record.inputs[0]}: {type(exc).__name__}: {exc}"
         release_free_memory()
+        if not already_started:
+            record.first_window_after_start_s = predictor.first_window_after_start_s
         record.peak_rss_mb = round(peak_rss_mb(), 1)
         record.rss_mb = round(rss_mb(), 1)
         predictor.log(record.progress_line(index, count))

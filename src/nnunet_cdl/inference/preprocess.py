@@ -1,41 +1,78 @@
-"""Fast preprocessing: nnU-Net's transpose and normalisation, then trilinear resampling with torch.
+"""Fast preprocessing: nnU-Net's transpose and normalisation, then linear resampling (numpy, separable).
 
 Replaces nnU-Net's third-order spline resampling of the image (the slowest step of stock preprocessing on CPU)
 and its crop to the non-zero region (the body crop decides the region instead). Returns the same properties
-nnU-Net's `DefaultPreprocessor.run_case_npy` records, so every stock export function accepts them.
+nnU-Net's `DefaultPreprocessor.run_case_npy` records, so every stock export function accepts them. Torch-free;
+works with nnU-Net's `PlansManager` / `ConfigurationManager` and with `plans_view`'s views.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-import torch
-import torch.nn.functional as F
-from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
-from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
-from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 
-def fast_supported(configuration_manager: ConfigurationManager) -> bool:
+def fast_supported(configuration_manager) -> bool:
     """The fast path needs a 3-D configuration and no mask-based normalisation (MR z-score with mask)."""
     return len(configuration_manager.patch_size) == 3 and not any(configuration_manager.use_mask_for_norm)
 
 
-def resample_trilinear(data: np.ndarray, new_shape: tuple[int, ...]) -> torch.Tensor:
-    """(C, z, y, x) float32 -> (C, *new_shape) float32 by trilinear interpolation (align_corners=False)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(data))
-    if tuple(tensor.shape[1:]) == tuple(new_shape):
-        return tensor
-    return F.interpolate(tensor[None], size=tuple(int(s) for s in new_shape), mode="trilinear", align_corners=False)[0]
+def new_shape_for(shape: Sequence[int], spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[int, ...]:
+    """nnU-Net's `compute_new_shape`: round(shape * spacing / new_spacing) per axis (mm in, voxels out)."""
+    return tuple(int(round(s / n * k)) for s, n, k in zip(spacing, new_spacing, shape))
 
 
-def fast_preprocess(
-    data: np.ndarray,
-    properties: dict,
-    plans_manager: PlansManager,
-    configuration_manager: ConfigurationManager,
-) -> tuple[torch.Tensor, dict]:
-    """Image (C, z, y, x) in file axis order with nnU-Net reader properties -> network input (C, Z, Y, X) and
-    properties (adds shape_before_cropping, bbox_used_for_cropping, shape_after_cropping_and_before_resampling)."""
+def _linear_along(data: np.ndarray, axis: int, size_out: int) -> np.ndarray:
+    """Linear resize of one axis to `size_out` (voxel centers, align_corners=False: edges clamp)."""
+    size_in = data.shape[axis]
+    if size_in == size_out:
+        return data
+    source = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    shape = [1] * data.ndim
+    shape[axis] = size_out
+    weight = (source - low).astype(np.float32).reshape(shape)
+    result = np.take(data, low, axis=axis)
+    upper = np.take(data, high, axis=axis)
+    upper -= result
+    upper *= weight
+    result += upper
+    return result
+
+
+def resample_linear(data: np.ndarray, new_shape: Sequence[int]) -> np.ndarray:
+    """(C, z, y, x) float32 -> (C, *new_shape) float32 by trilinear interpolation (voxel centers,
+    align_corners=False, as torch's `interpolate(mode="trilinear")`), one axis at a time, most shrunk first."""
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    order = sorted(range(3), key=lambda a: new_shape[a] / data.shape[a + 1])
+    for axis in order:
+        data = _linear_along(data, axis + 1, int(new_shape[axis]))
+    return np.ascontiguousarray(data)
+
+
+def normalizer_class(scheme: str) -> type:
+    """nnU-Net's normalisation class named `scheme` (its own module first, then nnU-Net's class search)."""
+    from nnunetv2.preprocessing.normalization import default_normalization_schemes
+
+    found = getattr(default_normalization_schemes, scheme, None)
+    if found is None:
+        import os
+
+        import nnunetv2
+        from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+
+        found = recursive_find_python_class(os.path.join(nnunetv2.__path__[0], "preprocessing", "normalization"),
+                                            scheme, "nnunetv2.preprocessing.normalization")
+    if found is None:
+        raise RuntimeError(f"Unable to locate class '{scheme}' for normalization")
+    return found
+
+
+def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configuration_manager) -> tuple[np.ndarray, dict]:
+    """Image (C, z, y, x) in file axis order with nnU-Net reader properties -> network input (C, Z, Y, X) float32
+    and properties (adds shape_before_cropping, bbox_used_for_cropping, shape_after_cropping_and_before_resampling)."""
     data = data.astype(np.float32).transpose([0, *[i + 1 for i in plans_manager.transpose_forward]])
     data = np.ascontiguousarray(data)
     original_spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
@@ -44,10 +81,12 @@ def fast_preprocess(
     properties["shape_before_cropping"] = shape
     properties["bbox_used_for_cropping"] = [[0, s] for s in shape]
     properties["shape_after_cropping_and_before_resampling"] = shape
-    seg = np.zeros((1, *shape), dtype=np.int8)
-    data = DefaultPreprocessor(verbose=False)._normalize(
-        data, seg, configuration_manager, plans_manager.foreground_intensity_properties_per_channel
-    )
-    del seg
-    new_shape = compute_new_shape(shape, original_spacing, configuration_manager.spacing)
-    return resample_trilinear(data, tuple(new_shape)), properties
+    intensities = plans_manager.foreground_intensity_properties_per_channel
+    for channel in range(data.shape[0]):
+        normalizer = normalizer_class(configuration_manager.normalization_schemes[channel])(
+            use_mask_for_norm=configuration_manager.use_mask_for_norm[channel],
+            intensityproperties=intensities[str(channel)],
+        )
+        data[channel] = normalizer.run(data[channel], None)
+    new_shape = new_shape_for(shape, original_spacing, configuration_manager.spacing)
+    return resample_linear(data, new_shape), properties

@@ -28,6 +28,20 @@ def int8_cache_dir(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.name + ".openvino-int8")
 
 
+def cached_int8_model(checkpoint: Path, key: dict) -> Path | None:
+    """model.xml of `checkpoint`'s int8 model when the cache holds one quantised for `key` (an fp32 conversion
+    key, `runtime.openvino_key`), else None."""
+    folder = int8_cache_dir(checkpoint)
+    meta = folder / "meta.json"
+    if not (meta.is_file() and (folder / "model.xml").is_file()):
+        return None
+    try:
+        current = read_json(meta).get("key") == key
+    except (CdlError, AttributeError):
+        current = False
+    return folder / "model.xml" if current else None
+
+
 def preprocessed_folder(plans: dict, configuration: str) -> Path | None:
     """Where nnU-Net keeps this model's preprocessed training data, when `nnUNet_preprocessed` says so."""
     root = os.environ.get("nnUNet_preprocessed")
@@ -77,8 +91,9 @@ def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, cali
     import openvino as ov
 
     folder = int8_cache_dir(checkpoint) if checkpoint is not None else None
-    if folder is not None and (folder / "meta.json").is_file() and read_json(folder / "meta.json").get("key") == key:
-        return ov.Core().read_model(str(folder / "model.xml"))
+    cached = cached_int8_model(checkpoint, key) if checkpoint is not None else None
+    if cached is not None:
+        return ov.Core().read_model(str(cached))
     if calibration_folder is None:
         raise CdlError("--backend openvino-int8 needs calibration data: set nnUNet_preprocessed to where the model's "
                        "dataset was preprocessed, or pass --int8-calibration DATA_FOLDER (a preprocessed "

@@ -49,6 +49,10 @@ class CaseRecord:
     tiling: str = "adaptive"
     export: str = "fast"
     postprocess: bool = True
+    predictor: str = ""
+    """`nnUNetCdlPredictor` (PyTorch loaded, any backend) or `LeanPredictor` (the OpenVINO command path)."""
+    first_window_after_start_s: float | None = None
+    """Seconds from process start to the first window, in the record of the process's first predicted case."""
     seconds: dict[str, float] = field(default_factory=lambda: {s: 0.0 for s in STAGES})
     windows: dict[str, object] = field(default_factory=dict)
     image_shape: list[int] = field(default_factory=list)

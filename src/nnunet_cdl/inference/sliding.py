@@ -1,16 +1,16 @@
 """Run a tiling plan: windows through a network, Gaussian-weighted accumulation streamed along z.
 
 Only a (classes, patch_z, y, x) accumulator lives in memory: once the next slab starts at z, every plane below z
-is final and is reduced to labels (and, on request, to logits). Pure torch; the network is a callable.
+is final and is reduced to labels (and, on request, to logits). Pure numpy (no torch, so the OpenVINO command
+path never imports it); the network is a callable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from nnunet_cdl.inference.tiling import (
     TilingPlan,
@@ -21,7 +21,7 @@ from nnunet_cdl.inference.tiling import (
     tube_edge_contacts,
 )
 
-WindowFn = Callable[[torch.Tensor], torch.Tensor]
+WindowFn = Callable[[np.ndarray], np.ndarray]
 """(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits."""
 
 UNCOVERED_BACKGROUND_LOGIT = 10.0
@@ -33,7 +33,7 @@ class SlidingResult:
     """labels: (Z, Y, X) uint8 argmax at network resolution; logits: (K, Z, Y, X) float16 when requested."""
 
     labels: np.ndarray
-    logits: torch.Tensor | None
+    logits: np.ndarray | None
     grid: str
     windows_planned: int
     windows_run: int = 0
@@ -41,16 +41,28 @@ class SlidingResult:
     slab_reasons: list[str] = field(default_factory=list)
 
 
-def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1.0 / 8) -> torch.Tensor:
-    """Importance map (pz, py, px), 1 at the center, falling off with sigma = patch * sigma_scale, never 0."""
+def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
+    """Importance map (pz, py, px) float32, 1 at the center, falling off with sigma = patch * sigma_scale, never
+    below 1e-3."""
     axes = []
     for size in patch:
-        coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        sigma = max(size * sigma_scale, 1e-3)
-        axes.append(torch.exp(-0.5 * (coords / sigma) ** 2))
+        coords = np.arange(size, dtype=np.float32) - np.float32((size - 1) / 2)
+        sigma = np.float32(max(size * sigma_scale, 1e-3))
+        axes.append(np.exp(np.float32(-0.5) * (coords / sigma) ** 2))
     weights = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
     weights /= weights.max()
-    return weights.clamp_min(1e-3)
+    return np.maximum(weights, np.float32(1e-3)).astype(np.float32)
+
+
+def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Zero-pad the spatial axes of `data` (C, Z, Y, X) to at least `patch`, the extra split as nnU-Net's
+    `pad_nd_image` splits it (half before, the odd voxel after). Returns the padded array and the slicer that
+    crops it back."""
+    spatial = data.shape[1:]
+    widths = [(0, 0)] + [((max(p - s, 0)) // 2, max(p - s, 0) - (max(p - s, 0)) // 2) for s, p in zip(spatial, patch)]
+    padded = np.pad(data, widths) if any(w != (0, 0) for w in widths) else data
+    revert = (slice(None), *(slice(lo, lo + s) for (lo, _), s in zip(widths[1:], spatial)))
+    return padded, revert
 
 
 class _ZStream:
@@ -59,21 +71,21 @@ class _ZStream:
     def __init__(self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, keep_logits: bool):
         self.shape, self.patch, self.k = shape, patch, num_classes
         self.z0 = 0
-        self.acc = torch.zeros((num_classes, patch[0], shape[1], shape[2]), dtype=torch.float32)
-        self.wsum = torch.zeros((patch[0], shape[1], shape[2]), dtype=torch.float32)
+        self.acc = np.zeros((num_classes, patch[0], shape[1], shape[2]), dtype=np.float32)
+        self.wsum = np.zeros((patch[0], shape[1], shape[2]), dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
-        self.logits = torch.zeros((num_classes, *shape), dtype=torch.float16) if keep_logits else None
+        self.logits = np.zeros((num_classes, *shape), dtype=np.float16) if keep_logits else None
 
     def _finalise(self, count: int) -> None:
         count = min(count, self.shape[0] - self.z0)
         if count <= 0:
             return
         acc, wsum = self.acc[:, :count], self.wsum[:count]
-        self.labels[self.z0 : self.z0 + count] = acc.argmax(0).numpy().astype(np.uint8)
+        self.labels[self.z0 : self.z0 + count] = acc.argmax(0).astype(np.uint8)
         if self.logits is not None:
-            logits = acc / wsum.clamp_min(1e-8)
+            logits = acc / np.maximum(wsum, np.float32(1e-8))
             logits[0][wsum == 0] = UNCOVERED_BACKGROUND_LOGIT
-            self.logits[:, self.z0 : self.z0 + count] = logits.half()
+            self.logits[:, self.z0 : self.z0 + count] = logits.astype(np.float16)
 
     def advance(self, z: int) -> None:
         """Finalise planes below `z` and move the buffer to start at `z` (z >= current start)."""
@@ -83,13 +95,13 @@ class _ZStream:
         self._finalise(shift)
         keep = max(0, self.patch[0] - shift)
         if keep:
-            self.acc[:, :keep] = self.acc[:, shift:].clone()
-            self.wsum[:keep] = self.wsum[shift:].clone()
+            self.acc[:, :keep] = self.acc[:, shift:].copy()
+            self.wsum[:keep] = self.wsum[shift:].copy()
         self.acc[:, keep:] = 0
         self.wsum[keep:] = 0
         self.z0 = z
 
-    def add(self, window: Window, prediction: torch.Tensor, weights: torch.Tensor) -> None:
+    def add(self, window: Window, prediction: np.ndarray, weights: np.ndarray) -> None:
         z = window.start[0] - self.z0
         ys, xs = window.slicer()[1:]
         self.acc[:, z : z + window.size[0], ys, xs] += prediction * weights
@@ -100,7 +112,7 @@ class _ZStream:
 
 
 def run_plan(
-    data: torch.Tensor,
+    data: np.ndarray,
     plan: TilingPlan,
     rules: TilingRules,
     window_fn: WindowFn,
@@ -109,7 +121,7 @@ def run_plan(
     keep_logits: bool = False,
     on_window: Callable[[], None] | None = None,
 ) -> SlidingResult:
-    """Predict a padded image `data` (C, Z, Y, X) window by window in plan order, center first per slab.
+    """Predict a padded image `data` (C, Z, Y, X) float32 window by window in plan order, center first per slab.
 
     Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits (K, Z, Y, X) float16; voxels that no
     run window covered are background. `on_window` is called after every network call (progress).
@@ -117,12 +129,12 @@ def run_plan(
     shape = tuple(int(s) for s in data.shape[1:])
     if shape != plan.image_shape:
         raise ValueError(f"data shape {shape} does not match the plan's image shape {plan.image_shape}")
-    weights = gaussian_weights(plan.patch) if use_gaussian else torch.ones(plan.patch)
+    weights = gaussian_weights(plan.patch) if use_gaussian else np.ones(plan.patch, dtype=np.float32)
     stream = _ZStream(shape, plan.patch, num_classes, keep_logits)  # type: ignore[arg-type]
     result = SlidingResult(stream.labels, None, plan.grid, plan.num_windows)
 
-    def predict(window: Window) -> torch.Tensor:
-        patch = data[(slice(None), *window.slicer())][None].contiguous()
+    def predict(window: Window) -> np.ndarray:
+        patch = np.ascontiguousarray(data[(slice(None), *window.slicer())][None], dtype=np.float32)
         prediction = window_fn(patch)
         result.windows_run += 1
         if on_window is not None:
@@ -139,8 +151,8 @@ def run_plan(
             previous = "skipped"
             continue
         center_labels = predict(slab.center).argmax(0)
-        counts = torch.bincount(center_labels.flatten(), minlength=num_classes).tolist()
-        contacts = tube_edge_contacts(center_labels.numpy(), rules.tube_labels) if rules.tube_rule else {}
+        counts = np.bincount(center_labels.ravel(), minlength=num_classes).tolist()
+        contacts = tube_edge_contacts(center_labels, rules.tube_labels) if rules.tube_rule else {}
         decision = decide_others(slab, counts, contacts, rules)
         for window in decision.run:
             predict(window)

@@ -17,6 +17,11 @@ schedule, and the poly learning-rate decay is stretched or shrunk to end with it
 Final validation: nnU-Net predicts every validation case with its stock predictor after training (minutes per
 case on a CPU). `final_validation = False` (the short variants) or `nnUNet_cdl_final_validation=0` skips it.
 
+Continuing a model: `nnUNet_cdl_initial_weights=CHECKPOINT` starts training from every network weight of an
+nnU-Net checkpoint of the same network, the segmentation heads included (nnU-Net's `-pretrained_weights` is made
+for transfer to other labels and leaves the heads, `.seg_layers.`, at their random initialisation). The optimizer
+starts fresh, as with `-pretrained_weights`; `--c` (resuming) wins over it.
+
 CPU precision: nnU-Net autocasts only on CUDA. `nnUNet_cdl_cpu_bf16=1` runs the training and validation steps
 under bfloat16 autocast on a CPU with native bf16 (weights, optimizer state and checkpoints stay float32): about
 1.9x faster per iteration on AVX512-BF16 / AMX cores (`python scripts/bench_train.py`). It is refused with a clear
@@ -80,6 +85,7 @@ def schedule_from_env(default: TrainingSchedule, environ: Mapping[str, str]) -> 
 
 TIME_BUDGET_VARIABLE = "nnUNet_cdl_time_budget_min"
 FINAL_VALIDATION_VARIABLE = "nnUNet_cdl_final_validation"
+INITIAL_WEIGHTS_VARIABLE = "nnUNet_cdl_initial_weights"
 RESUME_GAP_S = 120.0
 """A pause this long between two epochs' timestamps means the run was stopped and resumed: not counted."""
 
@@ -113,6 +119,24 @@ def flag_from_env(environ: Mapping[str, str], variable: str, default: bool) -> b
     if raw in ("0", "false", "no"):
         return False
     raise CdlError(f"environment variable {variable}={raw!r} must be 1 or 0")
+
+
+def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike[str]) -> int:
+    """Load every weight of an nnU-Net checkpoint's `network_weights` into `network` (unwrapped from DDP and
+    torch.compile), strictly: a checkpoint of another architecture or label count is a `CdlError` naming the
+    file. Returns the number of tensors loaded."""
+    from nnunet_cdl.inference.model_loading import read_checkpoint
+
+    weights = read_checkpoint(checkpoint)["network_weights"]
+    target = network.module if isinstance(network, torch.nn.parallel.DistributedDataParallel) else network
+    target = getattr(target, "_orig_mod", target)
+    try:
+        target.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CdlError(f"{checkpoint}: its weights do not fit this network ({INITIAL_WEIGHTS_VARIABLE}): "
+                       f"{' '.join(first[:3])[:400]}") from exc
+    return len(weights)
 
 
 def epoch_costs(starts: Sequence[float], ends: Sequence[float], now: float) -> list[float]:
@@ -239,6 +263,15 @@ class nnUNetTrainerLightUNet(nnUNetTrainer):
             self.print_to_log_file(f"wall-clock budget {self.time_budget_s / 60:.1f} min ({TIME_BUDGET_VARIABLE}); "
                                    f"at most {self.max_num_epochs} epochs")
         self.final_validation = flag_from_env(os.environ, FINAL_VALIDATION_VARIABLE, type(self).final_validation)
+
+    def initialize(self) -> None:
+        """nnU-Net's, then the network weights of `nnUNet_cdl_initial_weights` when it is set."""
+        super().initialize()
+        path = os.environ.get(INITIAL_WEIGHTS_VARIABLE, "").strip()
+        if path:
+            count = load_network_weights(self.network, path)
+            self.print_to_log_file(f"initial weights: all {count} network tensors, segmentation heads included, "
+                                   f"from {path} ({INITIAL_WEIGHTS_VARIABLE})")
 
     def fit_epochs_to_budget(self) -> None:
         """Re-estimate `num_epochs` from the epochs logged so far and the wall-clock budget; the poly learning
