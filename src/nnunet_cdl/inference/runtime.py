@@ -4,6 +4,7 @@ files) and the OpenVINO window runner. The OpenVINO command path (`inference.lea
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -63,12 +64,19 @@ def resolve_backend(name: str, device="cpu") -> str:
 
 def checkpoint_key(checkpoint: Path) -> dict:
     """Identity of a checkpoint file: size and SHA-256 of its bytes (not its mtime, so that a model folder
-    copied or cloned elsewhere keeps its caches)."""
+    copied or cloned elsewhere keeps its caches). Hashed once per process and file version (every cache check
+    of a run asks for it)."""
+    stat = checkpoint.stat()
+    return dict(_hashed(str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=32)
+def _hashed(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, object], ...]:
     digest = hashlib.sha256()
-    with checkpoint.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"size": checkpoint.stat().st_size, "sha256": digest.hexdigest()}
+    return (("size", size), ("sha256", digest.hexdigest()))
 
 
 def openvino_version() -> str:
