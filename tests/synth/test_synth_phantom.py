@@ -59,6 +59,15 @@ def test_anatomical_relations(cases) -> None:
         assert c["gallbladder"][2] < c["liver"][2] and c["esophagus"][2] > c["stomach"][2]
 
 
+def test_adrenal_glands_lie_in_fat_not_in_the_liver(cases) -> None:
+    """A gland inside liver parenchyma has nearly the liver's HU and cannot be learned (the right one did, once)."""
+    for _, label, _ in cases:
+        for name in ("right_adrenal_gland", "left_adrenal_gland"):
+            gland = label == LABEL_IDS[name]
+            ring = ndimage.binary_dilation(gland) & ~gland
+            assert np.mean(label[ring] == LABEL_IDS["liver"]) < 0.5, name
+
+
 VOLUME_ML = {"liver": (800, 3000), "spleen": (60, 700), "right_kidney": (60, 400), "left_kidney": (60, 400),
              "pancreas": (15, 200), "right_adrenal_gland": (0.5, 20), "left_adrenal_gland": (0.5, 20),
              "gallbladder": (5, 120), "stomach": (100, 1500), "duodenum": (15, 250)}

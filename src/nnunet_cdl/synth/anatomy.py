@@ -39,6 +39,8 @@ _ELLIPSOIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "right_adrenal_gland": ((-36, 44, 60), (3.5, 15, 20), (0, -10, -30)),
     "left_adrenal_gland": ((42, 42, 46), (3.5, 15, 20), (0, 10, 30)),
 }
+ADRENAL_FAT_PAD_MM = 6.0
+"""Fat between the right adrenal gland and the liver (mm), as in real abdomens (the gland sits in perirenal fat)."""
 _KIDNEY = {"right_kidney": ((-60, 52, -12), -1), "left_kidney": ((60, 50, 0), 1)}
 # Tube organs: points (x, y, z) mm, radii mm, cross-section aspect (y / x).
 _TUBES: dict[str, tuple[list[tuple[float, float, float]], list[float], float]] = {
@@ -131,6 +133,16 @@ def _kidney(j: _Jitter, name: str) -> Shape:
     return Difference(body, hilum)
 
 
+def _fat_pad(gland: Ellipsoid) -> Ellipsoid:
+    """The retroperitoneal fat around an adrenal gland: the gland grown by `ADRENAL_FAT_PAD_MM` on every axis.
+
+    The right adrenal's place lies inside the right liver lobe's ellipsoid; without this pad cut from the liver it
+    would sit in liver parenchyma of nearly its own HU (a contrast of 0.2-0.8 noise SD) and could not be learned.
+    """
+    semi = tuple(axis + ADRENAL_FAT_PAD_MM for axis in gland.semi)
+    return Ellipsoid(gland.center, semi, gland.angles, gland.power)
+
+
 def organ_shapes(rng: np.random.Generator, s: float, dz: float) -> list[tuple[int, Shape]]:
     """The 13 organs as (label id, shape) in paint order for body scale `s` and breathing shift `dz` (mm)."""
     j = _Jitter(rng, s, dz)
@@ -139,6 +151,7 @@ def organ_shapes(rng: np.random.Generator, s: float, dz: float) -> list[tuple[in
         shapes[name] = _kidney(j, name)
     for name, (center, semi, angles) in _ELLIPSOIDS.items():
         shapes[name] = j.ellipsoid(center, semi, angles)
+    shapes["liver"] = Difference(shapes["liver"], _fat_pad(shapes["right_adrenal_gland"]))
     for name, (points, radii, aspect) in _TUBES.items():
         shapes[name] = j.tube(points, radii, aspect)
     return [(LABEL_IDS[name], shapes[name]) for name in PAINT_ORDER]
