@@ -47,9 +47,10 @@ from nnunet_cdl.evaluation.efficiency import run_measured
 from nnunet_cdl.cpu import cpu_supports_bf16
 from nnunet_cdl.inference.config import PRESET, load_settings
 from nnunet_cdl.inference.export import resize_labels_nearest
+from nnunet_cdl.inference.preprocess import new_shape_for
 from nnunet_cdl.inference.sliding import pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
-from nnunet_cdl.io import Geometry, read_json, write_json, write_volume
+from nnunet_cdl.io import Geometry, read_geometry, read_json, write_json, write_volume
 from nnunet_cdl.labels import ORGAN_IDS, ORGANS, nnunet_labels_dict
 from nnunet_cdl.nnunet_env import ensure_nnunet_env
 from nnunet_cdl.synth.phantom import synth_case
@@ -94,23 +95,82 @@ def make_cases(folder: Path, slices: list[int], seed: int) -> dict[str, Path]:
     return cases
 
 
-def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict | None:
+def add_real_cases(folder: Path, specs: list[str]) -> dict[str, Path]:
+    """Real CTs given as NAME=IMAGE[,TRUTH] (IMAGE a NIfTI / MHA file or a DICOM series folder; TRUTH an optional
+    label map on the image's grid): folder/NAME/NAME_0000.nii.gz (a DICOM series converted by SimpleITK, as
+    `nnunet-cdl predict` converts one) and folder/truth/NAME.nii.gz."""
+    cases = {}
+    for spec in specs:
+        name, _, files = spec.partition("=")
+        image_path, _, truth_path = files.partition(",")
+        if not name or not image_path or not Path(image_path).exists():
+            raise SystemExit(f"--real {spec}: expected NAME=IMAGE[,TRUTH] with an existing IMAGE")
+        image_file = folder / name / f"{name}_0000.nii.gz"
+        if not image_file.is_file():
+            image_file.parent.mkdir(parents=True, exist_ok=True)
+            if Path(image_path).is_dir():
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames(reader.GetGDCMSeriesFileNames(image_path))
+                sitk.WriteImage(reader.Execute(), str(image_file))
+            else:
+                sitk.WriteImage(sitk.ReadImage(image_path), str(image_file))
+        if truth_path:
+            (folder / "truth").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(truth_path, folder / "truth" / f"{name}.nii.gz")
+        cases[name] = image_file.parent
+    return cases
+
+
+def stock_windows(image_file: Path, model: Path, fold: str) -> dict:
+    """The windows nnU-Net's stock predictor runs on `image_file` (step 0.5 over the whole image resampled to the
+    plans' spacing) and its network evaluations (windows x mirror images of the checkpoint's mirroring axes)."""
+    import torch
+    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    plans = read_json(model / "plans.json")
+    configuration = plans["configurations"]["3d_fullres"]
+    reader = recursive_find_reader_writer_by_name(plans.get("image_reader_writer", "SimpleITKIO"))()
+    image, properties = reader.read_images([str(image_file)])
+    order = plans.get("transpose_forward", [0, 1, 2])
+    shape = new_shape_for([image.shape[1:][i] for i in order], [properties["spacing"][i] for i in order],
+                          configuration["spacing"])
+    patch = configuration["patch_size"]
+    padded = [max(s, p) for s, p in zip(shape, patch)]
+    windows = int(np.prod([len(steps) for steps in compute_steps_for_sliding_window(padded, patch, 0.5)]))
+    checkpoint = torch.load(model / f"fold_{fold}" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    axes = checkpoint.get("inference_allowed_mirroring_axes") or ()
+    return {"network_shape": list(shape), "windows": windows, "network_evaluations": windows * 2 ** len(axes)}
+
+
+def truth_on_network_grid(truth_file: Path, record: dict, plans: dict) -> np.ndarray:
+    """The truth label map as the network saw the case: read by the plans' image reader (so a reorienting reader
+    such as NibabelIOWithReorient turns it as it turned the image), cropped to the record's body box, transposed
+    by `transpose_forward` and resized (nearest) to the record's network shape (z, y, x of the network grid)."""
+    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+
+    reader = recursive_find_reader_writer_by_name(plans.get("image_reader_writer", "SimpleITKIO"))()
+    labels, _ = reader.read_seg(str(truth_file))
+    box = tuple(slice(a, b) for a, b in record["body_box"])
+    cropped = labels[0][box].transpose(plans.get("transpose_forward", [0, 1, 2]))
+    return resize_labels_nearest(np.ascontiguousarray(cropped), record["network_shape"])
+
+
+def perfect_model_windows(truth_file: Path, record: dict, model: Path) -> dict | None:
     """Windows our tiling would run if every window predicted the truth (a perfect model), on the network grid
     of `record` (body box, network shape): the fair window count of a case whatever our model learned, and what
     the skipping costs such a model (mean organ Dice of the covered truth against the whole truth), with the
     preset's rules and with the tube rule off.
 
-    The truth (z, y, x) is cropped to the record's body box, resized (nearest) to the network shape, padded as the
-    predictor pads, and sent through `plan_tiling` (at the record's step size) / `run_plan` with a window function
-    that returns its one-hot labels. None for plans that reorient the image (the label grid would differ) or without a record.
+    The truth (`truth_on_network_grid`) is padded as the predictor pads and sent through `plan_tiling` (at the
+    record's step size) / `run_plan` with a window function that returns its one-hot labels. None without a
+    record.
     """
     plans = read_json(model / "plans.json")
     configuration = plans["configurations"]["3d_fullres"]
-    if not record.get("body_box") or list(plans.get("transpose_forward", [0, 1, 2])) != [0, 1, 2] \
-            or plans.get("image_reader_writer", "SimpleITKIO") != "SimpleITKIO":
+    if not record.get("body_box"):
         return None
-    box = tuple(slice(a, b) for a, b in record["body_box"])
-    labels = resize_labels_nearest(truth[box], record["network_shape"])
+    labels = truth_on_network_grid(truth_file, record, plans)
     patch = tuple(configuration["patch_size"])
     padded, _ = pad_to_patch(labels.astype(np.float32)[None], patch)
     classes = len(ORGAN_IDS) + 1
@@ -129,10 +189,10 @@ def perfect_model_windows(truth: np.ndarray, record: dict, model: Path) -> dict 
     return {**result, "grid": run_result.grid}
 
 
-def add_perfect_model(row: dict, truth: np.ndarray, model: Path) -> bool:
+def add_perfect_model(row: dict, truth_file: Path, model: Path) -> bool:
     """Set row["perfect_model_windows"] (with the network seconds those windows would take at our measured time
     per window) from `perfect_model_windows`; False when it does not apply."""
-    perfect = perfect_model_windows(truth, row["ours"], model)
+    perfect = perfect_model_windows(truth_file, row["ours"], model)
     if not perfect:
         return False
     per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
@@ -146,8 +206,8 @@ def rescore(work: Path) -> None:
     for row in data["rows"]:
         if "windows" not in row["ours"]:
             continue
-        truth, _ = read_labels(work / "cases" / "truth" / f"{row['case']}.nii.gz")
-        if add_perfect_model(row, truth, Path(data["models"][row["model"]]).resolve()):
+        truth_file = work / "cases" / "truth" / f"{row['case']}.nii.gz"
+        if add_perfect_model(row, truth_file, Path(data["models"][row["model"]]).resolve()):
             print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
     data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
     write_json(work / "bench_predict.json", data)
@@ -304,30 +364,36 @@ def variants(args, work: Path) -> dict[str, list[str]]:
 
 
 def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, args, rows: list[dict], save,
-                stock_max_slices: int, repeats: int) -> None:
+                stock_max_slices: int, repeats: int, real_cases: tuple[str, ...] = ()) -> None:
     """Append one row per case to `rows` (calling `save()` after each result), then the variants. One untimed
-    warm-up prediction first: it converts and caches the OpenVINO model of a new checkpoint, a one-time cost."""
+    warm-up prediction first: it converts and caches the OpenVINO model of a new checkpoint, a one-time cost.
+    `real_cases` (names in `cases`) always get the stock run; a case without a truth file gets no truth Dice."""
     if cases:
         predict(label, model, next(iter(cases.values())), work / "out" / label / "warmup", "adaptive", args, [])
     for case, case_dir in cases.items():
-        truth, truth_geometry = read_labels(work / "cases" / "truth" / f"{case}.nii.gz")
-        slices = truth.shape[0]
-        row: dict = {"model": label, "case": case, "shape": list(truth.shape)}
+        image_file = case_dir / f"{case}_0000.nii.gz"
+        truth_file = work / "cases" / "truth" / f"{case}.nii.gz"
+        truth = read_labels(truth_file)[0] if truth_file.is_file() else None
+        image_shape, image_geometry = read_geometry(image_file)
+        row: dict = {"model": label, "case": case, "shape": list(image_shape), "real": case in real_cases,
+                     "stock_windows": stock_windows(image_file, model, args.folds[0])}
         ours = [predict(label, model, case_dir, work / "out" / label / f"{case}_ours", "adaptive", args, [])
                 for _ in range(repeats)]
         row["ours"] = min(ours, key=lambda r: abs(r["wall_s"] - statistics.median(o["wall_s"] for o in ours)))
         row["ours"]["wall_s_runs"] = [o["wall_s"] for o in ours]
         ours_labels, ours_geometry = read_labels(work / "out" / label / f"{case}_ours" / f"{case}.nii.gz")
-        row["geometry_ok"] = ours_labels.shape == truth.shape and ours_geometry.matches(truth_geometry)
-        row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
-        if "windows" in row["ours"]:
-            add_perfect_model(row, truth, model)
-        if slices <= stock_max_slices:
+        row["geometry_ok"] = ours_labels.shape == tuple(image_shape) and ours_geometry.matches(image_geometry)
+        if truth is not None:
+            row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
+            if "windows" in row["ours"]:
+                add_perfect_model(row, truth_file, model)
+        if image_shape[0] <= stock_max_slices or case in real_cases:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
             row["dice_vs_stock"] = organ_dice(ours_labels, stock_labels)
             row["mean_dice_vs_stock"] = round(float(np.mean(list(row["dice_vs_stock"].values()) or [1.0])), 4)
-            row["stock_dice_vs_truth"] = organ_dice(stock_labels, truth)
+            if truth is not None:
+                row["stock_dice_vs_truth"] = organ_dice(stock_labels, truth)
             row["speedup"] = round(row["stock"]["wall_s"] / row["ours"]["wall_s"], 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -358,21 +424,24 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
     lines = [
         "Commands: " + "; then ".join(f"`{c}`" for c in commands), "",
         "| model | case (z, y, x) | stock s | stock peak MB | ours s (median) | ours case s | ours peak MB (own / tree) | "
-        "windows run/skipped | perfect-model windows (est. network s) | speedup | mean Dice vs stock | "
-        "mean Dice vs truth (stock / ours) | geometry |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "stock windows (network runs) | windows run/skipped | perfect-model windows (est. network s) | speedup | "
+        "mean Dice vs stock | mean Dice vs truth (stock / ours) | geometry |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         stock = r.get("stock", {})
         w = r["ours"].get("windows", {})
         perfect = r.get("perfect_model_windows") or {}
+        stock_grid = r.get("stock_windows") or {}
         lines.append(
             f"| {r['model']} | {r['case']} {tuple(r['shape'])} | {stock.get('wall_s', 'n/a')} | "
             f"{stock.get('peak_rss_mb', 'n/a')} | {r['ours']['wall_s']} | {r['ours'].get('case_s', 'n/a')} | "
-            f"{r['ours'].get('record_peak_rss_mb', 'n/a')} / {r['ours']['peak_rss_mb']} | {w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
+            f"{r['ours'].get('record_peak_rss_mb', 'n/a')} / {r['ours']['peak_rss_mb']} | "
+            f"{stock_grid.get('windows', 'n/a')} ({stock_grid.get('network_evaluations', 'n/a')}) | "
+            f"{w.get('run', '?')}/{w.get('skipped', '?')} ({w.get('grid', '?')}) | "
             f"{perfect.get('run', 'n/a')} ({perfect.get('network_s_estimate', 'n/a')}) | "
             f"{r.get('speedup', 'n/a')} | {r.get('mean_dice_vs_stock', 'n/a')} | "
-            f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r['ours_dice_vs_truth'].values())} | "
+            f"{mean(r.get('stock_dice_vs_truth', {}).values())} / {mean(r.get('ours_dice_vs_truth', {}).values())} | "
             f"{'ok' if r['geometry_ok'] else 'MISMATCH'} |"
         )
     perfect_rows = [r for r in rows if r.get("perfect_model_windows", {}).get("run_without_tube_rule") is not None]
@@ -427,6 +496,9 @@ def main() -> int:
                              "e.g. no_tube_rule=tiling.tube_rule=false): also run ours so on one case (repeatable)")
     parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
+    parser.add_argument("--real", action="append", default=[], metavar="NAME=IMAGE[,TRUTH]",
+                        help="also predict this real CT (file or DICOM series folder; optional truth labels) with "
+                             "the light U-Net line, stock included (repeatable)")
     parser.add_argument("--train-cases", type=int, default=24)
     parser.add_argument("--train-slices", nargs=2, type=int, default=[40, 300], metavar=("MIN", "MAX"),
                         help="slice count range of the training phantoms")
@@ -466,6 +538,7 @@ def main() -> int:
         return 0
     cases = make_cases(work / "cases", sorted(set(args.slices) | set(args.swin_slices if args.swin else [])),
                        args.seed)
+    real_cases = add_real_cases(work / "cases", args.real)
     rows: list[dict] = []
     previous = read_json(work / "bench_predict.json") if args.append and (work / "bench_predict.json").is_file() else {}
     kept = [r for r in previous.get("rows", []) if r["model"] not in models]
@@ -483,9 +556,9 @@ def main() -> int:
             bench_model(label, Path(folder).resolve(), swin_cases, work, swin_args, rows, save, stock_max_slices=0,
                         repeats=1)
         else:
-            light_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.slices}
+            light_cases = {c: d for c, d in cases.items() if int(c.split("_")[1]) in args.slices} | real_cases
             bench_model(label, Path(folder).resolve(), light_cases, work, args, rows, save,
-                        stock_max_slices=args.stock_max_slices, repeats=args.repeats)
+                        stock_max_slices=args.stock_max_slices, repeats=args.repeats, real_cases=tuple(real_cases))
     print((work / "bench_predict.md").read_text())
     return 0
 
