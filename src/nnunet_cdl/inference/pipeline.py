@@ -18,6 +18,7 @@ from nnunet_cdl.dicom.series import DicomSeries
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
+from nnunet_cdl.inference.readers import read_images
 from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, release_free_memory, rss_mb
 from nnunet_cdl.image_checks import check_image_file, check_image_size, ct_value_problems
 from nnunet_cdl.io import atomic_path, read_geometry, write_json
@@ -63,7 +64,7 @@ def read_case(predictor, files: CaseInput, record: CaseRecord) -> tuple[np.ndarr
             read_geometry(path)  # header checks: 3-D, one component, positive spacing
     reader = predictor.plans_manager.image_reader_writer_class()
     try:
-        data, properties = reader.read_images(files)
+        data, properties = read_images(reader, files)
     except Exception as exc:  # nnU-Net's readers raise assorted errors for unreadable or inconsistent files
         raise CdlError(f"{files[0]}: cannot read ({type(exc).__name__}: {exc})") from exc
     expected = predictor._input_channels()
