@@ -43,13 +43,15 @@ def case_folder(trained_light_unet, tmp_path):
 
 
 def predict_in_subprocess(model, case_folder, out, record, *flags):
-    """`nnunet-cdl predict` in a fresh interpreter; returns (exit code, stderr, whether torch was imported)."""
+    """`nnunet-cdl predict` in a fresh interpreter; returns (exit code, stderr, the heavy packages it imported:
+    torch, and scikit-image, which only nnU-Net's reader registry pulls in)."""
     argv = ["predict", "-i", str(case_folder), "-o", str(out), "-m", str(model), "-f", "0", "--threads", "2",
             "--record", str(record), "--disable_progress_bar", *flags]
     code = ("import sys; from nnunet_cdl.cli import main; rc = main(sys.argv[1:]); "
-            "print('TORCH_LOADED' if 'torch' in sys.modules else 'TORCH_NOT_LOADED'); sys.exit(rc)")
+            "print('LOADED', *[m for m in ('torch', 'skimage') if m in sys.modules]); sys.exit(rc)")
     result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
-    return result.returncode, result.stderr, "TORCH_LOADED" in result.stdout.split()
+    loaded = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("LOADED")]
+    return result.returncode, result.stderr, set(loaded[-1]) if loaded else set()
 
 
 def only_record(folder):
@@ -66,12 +68,12 @@ def labels(folder):
 def test_second_run_is_torch_free_and_identical(model, case_folder, tmp_path):
     first = predict_in_subprocess(model, case_folder, tmp_path / "o1", tmp_path / "r1", "--backend", "openvino-fp32")
     assert first[0] == 0, first[1][-3000:]
-    assert first[2] and only_record(tmp_path / "r1")["predictor"] == "nnUNetCdlPredictor"
+    assert "torch" in first[2] and only_record(tmp_path / "r1")["predictor"] == "nnUNetCdlPredictor"
     assert (model / "fold_0" / "checkpoint_final.pth.runtime.json").is_file()
     second = predict_in_subprocess(model, case_folder, tmp_path / "o2", tmp_path / "r2", "--backend", "openvino-fp32")
     assert second[0] == 0, second[1][-3000:]
     record = only_record(tmp_path / "r2")
-    assert not second[2], "the cached OpenVINO path must not import torch"
+    assert not second[2], f"the cached OpenVINO path must not import {second[2]}"
     assert record["predictor"] == "LeanPredictor" and record["backend"] == "openvino-fp32"
     assert record["first_window_after_start_s"] is not None and record["first_window_after_start_s"] > 0
     assert np.array_equal(labels(tmp_path / "o1"), labels(tmp_path / "o2"))
