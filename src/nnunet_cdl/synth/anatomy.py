@@ -39,8 +39,9 @@ _ELLIPSOIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "right_adrenal_gland": ((-36, 44, 60), (3.5, 15, 20), (0, -10, -30)),
     "left_adrenal_gland": ((42, 42, 46), (3.5, 15, 20), (0, 10, 30)),
 }
-ADRENAL_FAT_PAD_MM = 6.0
-"""Fat between the right adrenal gland and the liver (mm), as in real abdomens (the gland sits in perirenal fat)."""
+ADRENAL_FAT_PAD_MM = 2.0
+"""Least fat between the right adrenal gland and the liver (mm) where the liver's surface noise pushes furthest
+into the pad (typically 5-10 mm more), as in real abdomens, where the gland sits in perirenal fat."""
 _KIDNEY = {"right_kidney": ((-60, 52, -12), -1), "left_kidney": ((60, 50, 0), 1)}
 # Tube organs: points (x, y, z) mm, radii mm, cross-section aspect (y / x).
 _TUBES: dict[str, tuple[list[tuple[float, float, float]], list[float], float]] = {
@@ -134,13 +135,20 @@ def _kidney(j: _Jitter, name: str) -> Shape:
 
 
 def _fat_pad(gland: Ellipsoid) -> Ellipsoid:
-    """The retroperitoneal fat around an adrenal gland: the gland grown by `ADRENAL_FAT_PAD_MM` on every axis.
+    """The retroperitoneal fat around an adrenal gland, to be cut from the liver: the gland with one margin m (mm)
+    added to every semi-axis, the smallest m for which the pad's field is at least `ADRENAL_FAT_PAD_MM` plus the
+    largest surface noise (`2 * surface_noise_mm`, how far the liver's surface may bulge into the cut) everywhere
+    on the gland's surface.
 
-    The right adrenal's place lies inside the right liver lobe's ellipsoid; without this pad cut from the liver it
-    would sit in liver parenchyma of nearly its own HU (a contrast of 0.2-0.8 noise SD) and could not be learned.
+    An ellipsoid's field is its semi-axis ratio times its shortest semi-axis, so along a semi-axis g the pad's
+    field at the gland's surface is m / (g + m) * (g_min + m): the long axes need the margin, and the pad is
+    solved for the longest. The right adrenal's place lies inside the right liver lobe's ellipsoid; without this
+    pad it sat in liver parenchyma of nearly its own HU (0.2-0.8 noise SD apart) and could not be learned.
     """
-    semi = tuple(axis + ADRENAL_FAT_PAD_MM for axis in gland.semi)
-    return Ellipsoid(gland.center, semi, gland.angles, gland.power)
+    need = ADRENAL_FAT_PAD_MM + 2.0 * float(synth_config()["body"]["surface_noise_mm"])
+    shortest, longest = min(gland.semi), max(gland.semi)
+    margin = (need - shortest + np.sqrt((shortest - need) ** 2 + 4.0 * need * longest)) / 2.0
+    return Ellipsoid(gland.center, tuple(axis + margin for axis in gland.semi), gland.angles, gland.power)
 
 
 def organ_shapes(rng: np.random.Generator, s: float, dz: float) -> list[tuple[int, Shape]]:
