@@ -1,6 +1,7 @@
 """Why does the light U-Net learn one organ at a time? Measurements on a preprocessed nnU-Net dataset (docs/light_unet.md).
 
-    intensities: per case and organ, voxels and mean intensity after nnU-Net's normalisation, and the plans' CT window
+    intensities: per case and organ, voxels and mean intensity after nnU-Net's normalisation, the plans' CT window,
+                 and each organ's contrast to the voxels around it (`shell_contrast`)
     gradients:   loss and gradient of one batch in float32 against bfloat16 autocast (cosine, norm ratio)
     sampling:    nnU-Net's own training data loader (foreground oversampling 0.33, batch 2, the plans' patch, no
                  augmentation): the share of patches that hold each organ, and its share of the patch voxels
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss, DC_and_topk_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
@@ -56,6 +58,21 @@ def intensities(args: argparse.Namespace) -> None:
         cells = [f"{o}:{(label[0] == o).sum() // 1000}k/{image[0][label[0] == o].mean():.2f}"
                  if (label[0] == o).any() else f"{o}:--" for o in range(1, 14)]
         print(name, image.shape[1:], " ".join(cells))
+        print("  against its surroundings:", " ".join(shell_contrast(image[0], label[0], o) for o in range(1, 14)))
+
+
+def shell_contrast(image: np.ndarray, label: np.ndarray, organ: int) -> str:
+    """`organ:contrast@neighbour`: |mean(organ) - mean(shell)| / std(shell), the shell being the voxels within two
+    voxels of the organ (z, y, x; normalised intensities), and the label that fills most of the shell (0 =
+    background). A contrast under 1 on a shell of one organ is an organ hidden in that organ."""
+    mask = label == organ
+    if not mask.any():
+        return f"{organ}:--"
+    shell = ndimage.binary_dilation(mask, iterations=2) & ~mask
+    around = image[shell]
+    contrast = abs(float(image[mask].mean()) - float(around.mean())) / max(float(around.std()), 1e-6)
+    neighbour = int(np.bincount(label[shell].ravel(), minlength=14).argmax())
+    return f"{organ}:{contrast:.1f}@{neighbour}"
 
 
 def network(plans: dict) -> torch.nn.Module:
