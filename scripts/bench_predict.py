@@ -47,7 +47,9 @@ from nnunet_cdl.evaluation.efficiency import run_measured
 from nnunet_cdl.cpu import cpu_supports_bf16
 from nnunet_cdl.inference.config import PRESET, load_settings
 from nnunet_cdl.inference.export import resize_labels_nearest
+from nnunet_cdl.inference.plans_view import PlansView
 from nnunet_cdl.inference.preprocess import new_shape_for
+from nnunet_cdl.inference.readers import read_images
 from nnunet_cdl.inference.sliding import pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import plan_tiling
 from nnunet_cdl.io import Geometry, read_geometry, read_json, write_json, write_volume
@@ -125,13 +127,11 @@ def stock_windows(image_file: Path, model: Path, fold: str) -> dict:
     """The windows nnU-Net's stock predictor runs on `image_file` (step 0.5 over the whole image resampled to the
     plans' spacing) and its network evaluations (windows x mirror images of the checkpoint's mirroring axes)."""
     import torch
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
     from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
     plans = read_json(model / "plans.json")
     configuration = plans["configurations"]["3d_fullres"]
-    reader = recursive_find_reader_writer_by_name(plans.get("image_reader_writer", "SimpleITKIO"))()
-    image, properties = reader.read_images([str(image_file)])
+    image, properties = read_images(PlansView(plans).image_reader_writer_class(), [str(image_file)])
     order = plans.get("transpose_forward", [0, 1, 2])
     shape = new_shape_for([image.shape[1:][i] for i in order], [properties["spacing"][i] for i in order],
                           configuration["spacing"])
@@ -147,10 +147,7 @@ def truth_on_network_grid(truth_file: Path, record: dict, plans: dict) -> np.nda
     """The truth label map as the network saw the case: read by the plans' image reader (so a reorienting reader
     such as NibabelIOWithReorient turns it as it turned the image), cropped to the record's body box, transposed
     by `transpose_forward` and resized (nearest) to the record's network shape (z, y, x of the network grid)."""
-    from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
-
-    reader = recursive_find_reader_writer_by_name(plans.get("image_reader_writer", "SimpleITKIO"))()
-    labels, _ = reader.read_seg(str(truth_file))
+    labels, _ = read_images(PlansView(plans).image_reader_writer_class(), [str(truth_file)])
     box = tuple(slice(a, b) for a, b in record["body_box"])
     cropped = labels[0][box].transpose(plans.get("transpose_forward", [0, 1, 2]))
     return resize_labels_nearest(np.ascontiguousarray(cropped), record["network_shape"])
