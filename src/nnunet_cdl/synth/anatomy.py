@@ -40,8 +40,8 @@ _ELLIPSOIDS: dict[str, tuple[tuple[float, float, float], tuple[float, float, flo
     "left_adrenal_gland": ((42, 42, 46), (3.5, 15, 20), (0, 10, 30)),
 }
 ADRENAL_FAT_PAD_MM = 2.0
-"""Least fat between the right adrenal gland and the liver (mm) where the liver's surface noise pushes furthest
-into the pad (typically 5-10 mm more), as in real abdomens, where the gland sits in perirenal fat."""
+"""Least fat between the right adrenal gland and the liver (mm), where the liver's surface noise pushes furthest
+into the pad (elsewhere there is more), as in real abdomens, where the gland sits in perirenal fat."""
 _KIDNEY = {"right_kidney": ((-60, 52, -12), -1), "left_kidney": ((60, 50, 0), 1)}
 # Tube organs: points (x, y, z) mm, radii mm, cross-section aspect (y / x).
 _TUBES: dict[str, tuple[list[tuple[float, float, float]], list[float], float]] = {
