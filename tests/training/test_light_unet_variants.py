@@ -44,3 +44,21 @@ def test_nnunet_trainer_folder_exposes_the_variant() -> None:
     from nnunet_cdl.nnunet_env import our_trainer_names
 
     assert "nnUNetTrainerLightUNet_Adam1en3" in our_trainer_names()
+
+
+def test_fine_tuning_variant_changes_only_the_starting_lr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nnunet_cdl.nnunet_env import our_trainer_names
+    from nnunet_cdl.training.light_unet_variants import nnUNetTrainerLightUNet_Adam3en4
+
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    plans = {**plans_from_preset(), "continue_training": False}
+    dataset_json = {"labels": LABELS, "channel_names": {"0": "CT"}, "file_ending": ".nii.gz"}
+    t = nnUNetTrainerLightUNet_Adam3en4(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+    t.network = t.build_network_architecture(t.plans_manager, t.configuration_manager, 1,
+                                             t.label_manager.num_segmentation_heads, True)
+    optimizer, scheduler = t.configure_optimizers()
+    assert type(optimizer) is torch.optim.AdamW
+    assert (optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["weight_decay"]) == (3e-4, 3e-5)
+    assert isinstance(scheduler, PolyLRScheduler) and scheduler.initial_lr == 3e-4
+    assert "nnUNetTrainerLightUNet_Adam3en4" in our_trainer_names()

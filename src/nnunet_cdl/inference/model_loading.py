@@ -29,7 +29,7 @@ from nnunet_cdl.nnunet_env import ensure_nnunet_env, ext_trainer_dir
 DEFAULT_NETWORK_TRAINERS: frozenset[str] = frozenset({
     "nnUNetTrainer",
     "nnUNetTrainerLightUNet", "nnUNetTrainerLightUNet_1epoch", "nnUNetTrainerLightUNet_5epochs",
-    "nnUNetTrainerLightUNet_50epochs", "nnUNetTrainerLightUNet_Adam1en3",
+    "nnUNetTrainerLightUNet_50epochs", "nnUNetTrainerLightUNet_Adam1en3", "nnUNetTrainerLightUNet_Adam3en4",
     "nnUNetTrainerCDL", "nnUNetTrainerCDL_5epochs", "nnUNetTrainerCDL_50epochs",
     "nnUNetTrainerSwinXSeg", "nnUNetTrainerSwinXSeg_1epoch", "nnUNetTrainerSwinXSeg_5epochs",
     "nnUNetTrainerSwinXSeg_100epochs",

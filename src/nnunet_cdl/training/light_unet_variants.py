@@ -36,3 +36,22 @@ class nnUNetTrainerLightUNet_Adam1en3(nnUNetTrainerLightUNet):
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+
+class nnUNetTrainerLightUNet_Adam3en4(nnUNetTrainerLightUNet_Adam1en3):
+    """`nnUNetTrainerLightUNet_Adam1en3` starting at lr 3e-4: for continuing a trained model (`--continue-from`).
+
+    A continued run restarts the poly decay; at 1e-3 the first epochs undo part of what the earlier run had learnt
+    (docs/light_unet.md, run 6), a third of that step size refines it instead.
+    """
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = 3e-4
