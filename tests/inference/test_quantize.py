@@ -58,7 +58,10 @@ def test_int8_is_close_to_fp32_cached_and_gated(preprocessed: Path, tmp_path: Pa
         build_backend("openvino-int8", net, CPU, x, 1, checkpoint)
     int8 = build_backend("openvino-int8", net, CPU, x, 1, checkpoint, preprocessed)(x)
     fp32 = build_backend("torch-fp32", net, CPU, x, 1)(x)
-    assert int8.shape == fp32.shape and (int8.argmax(1) == fp32.argmax(1)).float().mean() > 0.9
+    assert int8.shape == fp32.shape
+    relative_error = ((int8 - fp32).abs().mean() / fp32.std()).item()
+    assert relative_error < 0.1, f"int8 logits off by {relative_error:.2f} std (u8*s8 saturation without VNNI?)"
+    assert (int8.argmax(1) == fp32.argmax(1)).float().mean() > 0.95
     model_file = int8_cache_dir(checkpoint) / "model.xml"
     first = model_file.stat().st_mtime_ns
     build_backend("openvino-int8", net, CPU, x, 1, checkpoint)  # cached: no calibration data needed any more

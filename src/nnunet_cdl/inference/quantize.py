@@ -22,6 +22,15 @@ CALIBRATION_WINDOWS = 32
 CALIBRATION_SEED = 0
 INT8_GATE_DICE = 0.99
 """Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
+INT8_RECIPE = {"overflow_fix": "enable"}
+"""NNCF's overflow fix on every layer (7-bit weights): x86 CPUs without VNNI (AVX2 laptops) multiply u8 by s8 with
+a saturating 16-bit sum, which with 8-bit weights corrupted a third of a test network's logits; the model is
+quantised once and may run on any CPU, so the fix is always on. Part of the cache and gate key."""
+
+
+def int8_key(key: dict) -> dict:
+    """The key of an int8 model: its fp32 conversion key and the quantisation recipe."""
+    return {**key, "int8_recipe": INT8_RECIPE}
 
 
 def int8_cache_dir(checkpoint: Path) -> Path:
@@ -36,7 +45,7 @@ def cached_int8_model(checkpoint: Path, key: dict) -> Path | None:
     if not (meta.is_file() and (folder / "model.xml").is_file()):
         return None
     try:
-        current = read_json(meta).get("key") == key
+        current = read_json(meta).get("key") == int8_key(key)
     except (CdlError, AttributeError):
         current = False
     return folder / "model.xml" if current else None
@@ -100,10 +109,12 @@ def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, cali
                        "nnUNet_preprocessed/DatasetX/<plans>_<configuration> folder)")
     patch = tuple(int(d) for d in fp32_model.inputs[0].get_partial_shape().to_shape()[2:])
     windows = calibration_windows(calibration_folder, patch)
-    quantised = nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows))
+    overflow_fix = nncf.OverflowFix(INT8_RECIPE["overflow_fix"])
+    quantised = nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows),
+                              advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix))
     if folder is None or not os.access(folder.parent, os.W_OK):
         return quantised
-    meta = {"key": key, "calibration": {"folder": str(calibration_folder), "windows": len(windows),
+    meta = {"key": int8_key(key), "calibration": {"folder": str(calibration_folder), "windows": len(windows),
                                         "seed": CALIBRATION_SEED}, "nncf": nncf.__version__}
     with atomic_directory(folder, overwrite=True) as tmp:
         ov.save_model(quantised, str(tmp / "model.xml"), compress_to_fp16=False)
@@ -119,13 +130,13 @@ def int8_gate_passed(checkpoint: Path | None, key: dict) -> bool:
     if not gate.is_file():
         return False
     data = read_json(gate)
-    return data.get("key") == key and bool(data.get("passed")) and data.get("threshold", 0) >= INT8_GATE_DICE
+    return data.get("key") == int8_key(key) and bool(data.get("passed")) and data.get("threshold", 0) >= INT8_GATE_DICE
 
 
 def write_int8_gate(checkpoint: Path, key: dict, min_organ_dice: float, details: dict) -> bool:
     """Record the accuracy gate of this checkpoint's int8 model; returns whether it passed."""
     passed = min_organ_dice >= INT8_GATE_DICE
-    write_json(int8_cache_dir(checkpoint) / "gate.json", {"key": key, "threshold": INT8_GATE_DICE,
+    write_json(int8_cache_dir(checkpoint) / "gate.json", {"key": int8_key(key), "threshold": INT8_GATE_DICE,
                                                           "min_organ_dice_vs_fp32": min_organ_dice,
                                                           "passed": passed, **details})
     return passed
