@@ -22,10 +22,12 @@ CALIBRATION_WINDOWS = 32
 CALIBRATION_SEED = 0
 INT8_GATE_DICE = 0.99
 """Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
-INT8_RECIPE = {"overflow_fix": "enable"}
-"""NNCF's overflow fix on every layer (7-bit weights): x86 CPUs without VNNI (AVX2 laptops) multiply u8 by s8 with
-a saturating 16-bit sum, which with 8-bit weights corrupted a third of a test network's logits; the model is
-quantised once and may run on any CPU, so the fix is always on. Part of the cache and gate key."""
+INT8_RECIPE = {"preset": "mixed", "overflow_fix": "enable"}
+"""NNCF's quantisation recipe, part of the cache and gate key. `mixed`: asymmetric activations (the inputs of most
+convolutions are LeakyReLU outputs, nearly all >= 0, which a symmetric range would spend half its levels on);
+`enable`: the overflow fix on every layer (7-bit weights), because x86 CPUs without VNNI (AVX2 laptops) multiply
+u8 by s8 with a saturating 16-bit sum, and the model is quantised once but may run on any CPU. docs/inference.md
+has the measurements."""
 
 
 def int8_key(key: dict) -> dict:
@@ -94,6 +96,17 @@ def calibration_windows(folder: Path, patch: tuple[int, ...], count: int = CALIB
     return windows
 
 
+def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict = INT8_RECIPE) -> object:
+    """`nncf.quantize` of an OpenVINO model with `recipe` (keys `preset`, `overflow_fix`, optional
+    `fast_bias_correction`, values as NNCF spells them), calibrated on all of `windows` (1, C, *patch)."""
+    import nncf
+
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(recipe["overflow_fix"]))
+    return nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows),
+                         preset=nncf.QuantizationPreset(recipe["preset"]),
+                         fast_bias_correction=recipe.get("fast_bias_correction", True), advanced_parameters=advanced)
+
+
 def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, calibration_folder: Path | None) -> object:
     """The int8 OpenVINO model of `fp32_model`, from the cache when its key matches, else quantised now."""
     import nncf
@@ -109,9 +122,7 @@ def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, cali
                        "nnUNet_preprocessed/DatasetX/<plans>_<configuration> folder)")
     patch = tuple(int(d) for d in fp32_model.inputs[0].get_partial_shape().to_shape()[2:])
     windows = calibration_windows(calibration_folder, patch)
-    overflow_fix = nncf.OverflowFix(INT8_RECIPE["overflow_fix"])
-    quantised = nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows),
-                              advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix))
+    quantised = quantise(fp32_model, windows)
     if folder is None or not os.access(folder.parent, os.W_OK):
         return quantised
     meta = {"key": int8_key(key), "calibration": {"folder": str(calibration_folder), "windows": len(windows),
