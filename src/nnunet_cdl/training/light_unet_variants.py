@@ -22,6 +22,9 @@ class nnUNetTrainerLightUNet_Adam1en3(nnUNetTrainerLightUNet):
     budget re-targets the poly decay as for the default trainer.
     """
 
+    adam_lr = 1e-3
+    """Initial learning rate of AdamW (nnU-Net's `initial_lr`, which the poly decay starts from)."""
+
     def __init__(
         self,
         plans: dict,
@@ -31,7 +34,7 @@ class nnUNetTrainerLightUNet_Adam1en3(nnUNetTrainerLightUNet):
         device: torch.device = torch.device("cuda"),
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 1e-3
+        self.initial_lr = self.adam_lr
 
     def configure_optimizers(self) -> tuple[torch.optim.Optimizer, PolyLRScheduler]:
         optimizer = torch.optim.AdamW(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
@@ -45,13 +48,4 @@ class nnUNetTrainerLightUNet_Adam3en4(nnUNetTrainerLightUNet_Adam1en3):
     (docs/light_unet.md, run 6), a third of that step size refines it instead.
     """
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.initial_lr = 3e-4
+    adam_lr = 3e-4
