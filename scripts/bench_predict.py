@@ -186,6 +186,27 @@ def perfect_model_windows(truth_file: Path, record: dict, model: Path) -> dict |
     return {**result, "grid": run_result.grid}
 
 
+def slab_centers(truth_file: Path, record: dict, model: Path) -> list[dict]:
+    """Per slab of `record` (its `windows.per_slab`): the decision, the center window's z range, and the organ
+    voxels the model predicted in the center window against the truth's there (per organ label, and in all), on
+    the network grid padded as the predictor pads it. Empty for a record without per-slab outcomes."""
+    slabs = record.get("windows", {}).get("per_slab")
+    if not slabs or not record.get("body_box"):
+        return []
+    plans = read_json(model / "plans.json")
+    labels = truth_on_network_grid(truth_file, record, plans)
+    padded, _ = pad_to_patch(labels[None], tuple(plans["configurations"]["3d_fullres"]["patch_size"]))
+    rows = []
+    for slab in slabs:
+        box = tuple(slice(a, b) for a, b in slab["center"])
+        counts = np.bincount(padded[0][box].astype(np.int64).ravel(), minlength=len(ORGAN_IDS) + 1)
+        truth = {str(label): int(n) for label, n in enumerate(counts) if label and n}
+        rows.append({"reason": slab["reason"], "z": slab["center"][0], "predicted": slab["center_voxels"],
+                     "predicted_total": sum(slab["center_voxels"].values()), "truth": truth,
+                     "truth_total": sum(truth.values())})
+    return rows
+
+
 def add_perfect_model(row: dict, truth_file: Path, model: Path) -> bool:
     """Set row["perfect_model_windows"] (with the network seconds those windows would take at our measured time
     per window) from `perfect_model_windows`; False when it does not apply."""
@@ -198,13 +219,18 @@ def add_perfect_model(row: dict, truth_file: Path, model: Path) -> bool:
 
 
 def rescore(work: Path) -> None:
-    """Recompute the perfect-model columns of an earlier bench_predict.json in `work` from its records and truth."""
+    """Recompute the perfect-model columns and the per-slab truth of an earlier bench_predict.json in `work` from
+    its records and truth."""
     data = read_json(work / "bench_predict.json")
     for row in data["rows"]:
         if "windows" not in row["ours"]:
             continue
         truth_file = work / "cases" / "truth" / f"{row['case']}.nii.gz"
-        if add_perfect_model(row, truth_file, Path(data["models"][row["model"]]).resolve()):
+        if not truth_file.is_file():
+            continue
+        model = Path(data["models"][row["model"]]).resolve()
+        row["slab_centers"] = slab_centers(truth_file, row["ours"], model)
+        if add_perfect_model(row, truth_file, model):
             print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
     data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
     write_json(work / "bench_predict.json", data)
@@ -384,6 +410,7 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
             row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
             if "windows" in row["ours"]:
                 add_perfect_model(row, truth_file, model)
+                row["slab_centers"] = slab_centers(truth_file, row["ours"], model)
         if image_shape[0] <= stock_max_slices or case in real_cases:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
@@ -415,6 +442,11 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
 def mean(values) -> str:
     values = list(values)
     return f"{np.mean(values):.3f}" if values else "n/a"
+
+
+def largest(voxels: dict[str, int], count: int = 3) -> str:
+    """The `count` organs with most voxels, as `label: voxels` (label numbers as in dataset.json)."""
+    return ", ".join(f"{label}: {n}" for label, n in sorted(voxels.items(), key=lambda item: -item[1])[:count])
 
 
 def markdown(rows: list[dict], commands: list[str]) -> str:
@@ -452,6 +484,17 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
             lines.append(f"| {r['model']} | {r['case']} | {q['run']} / {q['run_without_tube_rule']} | {q['skipped']} / "
                          f"{q['skipped_without_tube_rule']} | {q['mean_dice_vs_truth']} / "
                          f"{q['mean_dice_vs_truth_without_tube_rule']} |")
+    slab_rows = [r for r in rows if r.get("slab_centers")]
+    if slab_rows:
+        lines += ["", "Center windows per slab (z on the network grid): the decision, the organ voxels the model "
+                  "predicted in the center window and the truth's there (largest three organs by label):", "",
+                  "| model | case | slab z | decision | predicted organ voxels | truth organ voxels |",
+                  "|---|---|---|---|---|---|"]
+        for r in slab_rows:
+            for slab in r["slab_centers"]:
+                lines.append(f"| {r['model']} | {r['case']} | {slab['z'][0]}-{slab['z'][1]} | {slab['reason']} | "
+                             f"{slab['predicted_total']} ({largest(slab['predicted'])}) | "
+                             f"{slab['truth_total']} ({largest(slab['truth'])}) |")
     stages = [r for r in rows if "seconds" in r["ours"]]
     if stages:
         lines += ["", "Where our time goes (seconds, median run):", "",

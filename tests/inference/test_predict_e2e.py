@@ -70,6 +70,9 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
         assert_same_grid(out / f"{case}.nii.gz", image)
         data = json.loads((record / f"{case}.json").read_text())
         assert data["status"] == "ok" and data["windows"]["run"] >= 1 and data["windows"]["step_size"] == 0.6
+        slabs = data["windows"]["per_slab"]
+        assert sum(s["windows_run"] for s in slabs) == data["windows"]["run"]
+        assert [s["reason"] for s in slabs].count("foreground") == data["windows"]["slabs"].get("foreground", 0)
         assert set(data["seconds"]) == {"reading", "preprocessing", "network", "exporting", "writing", "total"}
         assert data["peak_rss_mb"] > 0
     assert json.loads((record / "flat.json").read_text())["status"] == "failed"

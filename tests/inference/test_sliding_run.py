@@ -75,6 +75,25 @@ def test_foreground_slabs_find_off_center_organs():
     result = run_plan(data, plan_tiling(labels.shape, PATCH, 0.5, rules), rules, oracle([]), K)
     assert np.array_equal(result.labels == 3, labels == 3)
 
+def test_slab_outcomes_report_what_each_center_saw():
+    labels = volume()
+    labels[16:] = 0  # the last slab (z 16-24) is empty
+    data = labels[None].astype(np.float32)
+    rules = TilingRules(empty_center_voxels=10, tube_rule=False)
+    plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
+    result = run_plan(data, plan, rules, oracle([]), K)
+    assert len(result.slabs) == len(plan.slabs)
+    for slab, outcome in zip(plan.slabs, result.slabs):
+        center = labels[slab.center.slicer()]
+        expected = {label: int((center == label).sum()) for label in (1, 3) if (center == label).any()}
+        assert outcome.center == tuple(zip(slab.center.start, slab.center.stop))
+        assert outcome.center_voxels == expected
+        assert outcome.reason == ("foreground" if sum(expected.values()) >= 10 else "empty")
+        assert outcome.windows_run == (len(slab.windows) if outcome.reason == "foreground" else 1)
+    assert "empty" in result.slab_reasons and "foreground" in result.slab_reasons
+    assert sum(outcome.windows_run for outcome in result.slabs) == result.windows_run
+
+
 
 def test_gaussian_weights_shape_peak_and_floor():
     weights = gaussian_weights((9, 16, 16))

@@ -113,6 +113,11 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
             "run": result.windows_run,
             "skipped": result.windows_skipped,
             "slabs": {r: result.slab_reasons.count(r) for r in sorted(set(result.slab_reasons))},
+            "per_slab": [
+                {"reason": s.reason, "center": [list(axis) for axis in s.center], "windows_run": s.windows_run,
+                 "center_voxels": {str(label): n for label, n in s.center_voxels.items()}}
+                for s in result.slabs
+            ],
         }
         del network_input
     with record.stage("exporting"):

@@ -29,6 +29,19 @@ UNCOVERED_BACKGROUND_LOGIT = 10.0
 
 
 @dataclass
+class SlabOutcome:
+    """What one slab's center window decided: `reason` (`decide_others`' empty / tube / foreground, or skipped),
+    the center window's (start, stop) per axis (z, y, x) on the padded network grid, the windows the slab ran,
+    and the center window's predicted voxels per organ label (organs it predicted only; none for a skipped
+    slab)."""
+
+    reason: str
+    center: tuple[tuple[int, int], ...]
+    windows_run: int
+    center_voxels: dict[int, int]
+
+
+@dataclass
 class SlidingResult:
     """labels: (Z, Y, X) uint8 argmax at network resolution; logits: (K, Z, Y, X) float16 when requested."""
 
@@ -38,7 +51,11 @@ class SlidingResult:
     windows_planned: int
     windows_run: int = 0
     windows_skipped: int = 0
-    slab_reasons: list[str] = field(default_factory=list)
+    slabs: list[SlabOutcome] = field(default_factory=list)
+
+    @property
+    def slab_reasons(self) -> list[str]:
+        return [slab.reason for slab in self.slabs]
 
 
 def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1.0 / 8) -> np.ndarray:
@@ -145,9 +162,10 @@ def run_plan(
     previous: str | None = None
     for slab in plan.slabs:
         stream.advance(slab.center.start[0])
+        center_box = tuple(zip(slab.center.start, slab.center.stop))
         if skip_whole_slab(previous, rules):
             result.windows_skipped += len(slab.windows)
-            result.slab_reasons.append("skipped")
+            result.slabs.append(SlabOutcome("skipped", center_box, 0, {}))
             previous = "skipped"
             continue
         center_labels = predict(slab.center).argmax(0)
@@ -157,7 +175,8 @@ def run_plan(
         for window in decision.run:
             predict(window)
         result.windows_skipped += len(slab.others) - len(decision.run)
-        result.slab_reasons.append(decision.reason)
+        organs = {label: int(n) for label, n in enumerate(counts) if label and n}
+        result.slabs.append(SlabOutcome(decision.reason, center_box, 1 + len(decision.run), organs))
         previous = decision.reason
     stream.finish()
     result.logits = stream.logits
