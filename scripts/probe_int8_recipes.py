@@ -6,7 +6,9 @@ over the windows, per organ), with seconds per window. A cheap window-level rank
     python scripts/probe_int8_recipes.py --calibration bench_work/reference/nnUNet_preprocessed/Dataset960_ReferencePhantoms/nnUNetPlansLightUNet_3d_fullres
 
 Evaluation windows come from the same preprocessed folder with another seed (half centred on foreground, as the
-calibration windows are); `--eval-windows` sets how many. Nothing is cached or written beside the model.
+calibration windows are); `--eval-windows` sets how many, `--only` picks recipes by label. Nothing is cached or
+written beside the model. Each recipe takes about a minute on 2 cores, except NNCF's accuracy control, which
+took over 40 minutes with the reference model (docs/inference.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,27 @@ RECIPES = {
     "mixed + overflow fix": {"preset": "mixed", "overflow_fix": "enable"},
     "mixed + overflow fix + full bias correction": {"preset": "mixed", "overflow_fix": "enable",
                                                     "fast_bias_correction": False},
+    "mixed + overflow fix, fp32 head": {"preset": "mixed", "overflow_fix": "enable",
+                                        "float_layers": [".*seg_layers.*"]},
+    "mixed + overflow fix, fp32 full-resolution stages": {
+        "preset": "mixed", "overflow_fix": "enable",
+        "float_layers": [".*encoder.stages.0.*", ".*decoder.stages.2.*", ".*transpconvs.2.*", ".*seg_layers.*"]},
+    "mixed + overflow fix, float instance norms": {"preset": "mixed", "overflow_fix": "enable",
+                                                   "float_types": ["MVN"]},
+    "mixed + overflow fix, float instance norms and first convolution": {
+        "preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"],
+        "float_layers": [".*encoder.stages.0.0.convs.0.*"]},
+    "mixed + overflow fix, float instance norms and transposed convolutions": {
+        "preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN", "ConvolutionBackpropData"]},
+    "mixed + overflow fix, float instance norms, min-max activation ranges": {
+        "preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"], "activation_ranges": "MINMAX"},
+    "mixed + overflow fix, float instance norms, mean min-max without outliers": {
+        "preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"],
+        "activation_ranges": "MEAN_NO_OUTLIERS_MINMAX"},
+    "overflow fix, float instance norms": {"preset": "performance", "overflow_fix": "enable",
+                                           "float_types": ["MVN"]},
+    "mixed + overflow fix, accuracy control (drop <= 0.01)": {"preset": "mixed", "overflow_fix": "enable",
+                                                              "max_dice_drop": 0.01},
 }
 EVAL_SEED = 12345
 
@@ -49,7 +72,11 @@ def main() -> int:
     parser.add_argument("--calibration", type=Path, required=True,
                         help="preprocessed training data of the model (nnUNet_preprocessed/DatasetX/<plans>_<config>)")
     parser.add_argument("--eval-windows", dest="eval_windows", type=int, default=24)
+    parser.add_argument("--calibration-windows", dest="calibration_windows", type=int, default=CALIBRATION_WINDOWS,
+                        help="calibrate every recipe on this many windows (the predictor uses CALIBRATION_WINDOWS)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="+", default=[], metavar="TEXT",
+                        help="probe only the recipes whose label contains one of these texts")
     args = parser.parse_args()
     import torch
 
@@ -61,7 +88,7 @@ def main() -> int:
     loaded = load_model_folder(args.model, [checkpoint])
     patch = tuple(int(d) for d in loaded["configuration_manager"].patch_size)
     fp32 = load_openvino_model(loaded["network"].eval(), torch.randn(1, 1, *patch), checkpoint)
-    calibration = calibration_windows(args.calibration, patch)
+    calibration = calibration_windows(args.calibration, patch, count=args.calibration_windows)
     evaluation = calibration_windows(args.calibration, patch, count=args.eval_windows, seed=EVAL_SEED)
     reference = compile_f32(fp32, args.threads)
     reference_labels = [reference(w)[0].argmax(1) for w in evaluation]
@@ -69,7 +96,10 @@ def main() -> int:
           f"(CALIBRATION_WINDOWS={CALIBRATION_WINDOWS}), {len(evaluation)} evaluation windows; in use: {INT8_RECIPE}",
           flush=True)
     print("| recipe | min organ Dice | mean organ Dice | s / window | quantise s |\n| --- | ---: | ---: | ---: | ---: |")
-    for label, recipe in RECIPES.items():
+    chosen = {label: r for label, r in RECIPES.items() if not args.only or any(t in label for t in args.only)}
+    if not chosen:
+        parser.error(f"--only {' '.join(args.only)}: no recipe matches (recipes: {'; '.join(RECIPES)})")
+    for label, recipe in chosen.items():
         start = time.perf_counter()
         compiled = compile_f32(quantise(fp32, calibration, recipe), args.threads)
         quantise_seconds = time.perf_counter() - start

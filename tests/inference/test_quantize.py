@@ -14,7 +14,17 @@ from torch import nn
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import backends
 from nnunet_cdl.inference.backends import build_backend, choose_backend, openvino_key
-from nnunet_cdl.inference.quantize import calibration_windows, int8_cache_dir, int8_gate_passed, write_int8_gate
+from nnunet_cdl.consensus.scores import confusion_matrix
+from nnunet_cdl.inference.quantize import (
+    INT8_RECIPE,
+    calibration_windows,
+    int8_cache_dir,
+    int8_gate_passed,
+    min_organ_agreement,
+    quantise,
+    write_int8_gate,
+)
+from nnunet_cdl.labels import NUM_CLASSES
 
 CPU = torch.device("cpu")
 PATCH = (8, 16, 16)
@@ -78,3 +88,45 @@ def test_int8_is_close_to_fp32_cached_and_gated(preprocessed: Path, tmp_path: Pa
     torch.save({"network_weights": net.state_dict()}, checkpoint)
     assert not int8_gate_passed(checkpoint, openvino_key(x.shape, checkpoint)), "a new checkpoint needs a new gate"
     assert backends.BACKENDS[-1] == "openvino-int8"
+
+
+def fake_quantised_inputs(model: object) -> dict[str, int]:
+    """Per operation type, how many inputs of the OpenVINO model's operations come from a FakeQuantize."""
+    counts: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        fed = sum(port.get_source_output().get_node().get_type_name() == "FakeQuantize" for port in op.inputs())
+        if fed:
+            counts[op.get_type_name()] = counts.get(op.get_type_name(), 0) + fed
+    return counts
+
+
+def test_recipe_options_keep_what_they_name_in_floating_point(preprocessed: Path) -> None:
+    net, x = small_net(), torch.randn(1, 1, *PATCH)
+    fp32 = backends.load_openvino_model(net, x, None)
+    windows = calibration_windows(preprocessed, PATCH, count=4)
+    plain = {"preset": "mixed", "overflow_fix": "enable"}
+    assert fake_quantised_inputs(quantise(fp32, windows, plain)).get("MVN", 0) > 0
+    kept = fake_quantised_inputs(quantise(fp32, windows, {**plain, "float_types": ["MVN"]}))
+    assert kept.get("MVN", 0) == 0 and kept.get("Convolution", 0) > 0
+    assert INT8_RECIPE["float_types"] == ["MVN"]
+
+
+def test_accuracy_control_reaches_its_dice_bound(preprocessed: Path) -> None:
+    import openvino as ov
+
+    net, x = small_net(), torch.randn(1, 1, *PATCH)
+    fp32 = backends.load_openvino_model(net, x, None)
+    windows = calibration_windows(preprocessed, PATCH, count=4)
+    model = quantise(fp32, windows, {"preset": "mixed", "overflow_fix": "enable", "max_dice_drop": 0.0})
+    reference = ov.Core().compile_model(fp32, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    confusion = sum(confusion_matrix(reference(w)[0].argmax(1), compiled(w)[0].argmax(1), NUM_CLASSES)
+                    for w in windows)
+    assert min_organ_agreement(confusion) == 1.0
+
+
+def test_min_organ_agreement_ignores_organs_neither_map_holds() -> None:
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    assert min_organ_agreement(confusion) == 1.0
+    confusion[0, 0], confusion[1, 1], confusion[2, 2], confusion[2, 0] = 100, 10, 3, 1
+    assert min_organ_agreement(confusion) == pytest.approx(6 / 7)

@@ -11,28 +11,33 @@ of int8 against fp32 on held-out phantoms) decides whether `--backend auto` may 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from nnunet_cdl.consensus.scores import confusion_matrix, organ_dice
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
+from nnunet_cdl.labels import NUM_CLASSES
 
 CALIBRATION_WINDOWS = 32
 CALIBRATION_SEED = 0
 INT8_GATE_DICE = 0.99
 """Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
-INT8_RECIPE = {"preset": "mixed", "overflow_fix": "enable"}
+INT8_RECIPE = {"preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"]}
 """NNCF's quantisation recipe, part of the cache and gate key. `mixed`: asymmetric activations (the inputs of most
 convolutions are LeakyReLU outputs, nearly all >= 0, which a symmetric range would spend half its levels on);
 `enable`: the overflow fix on every layer (7-bit weights), because x86 CPUs without VNNI (AVX2 laptops) multiply
-u8 by s8 with a saturating 16-bit sum, and the model is quantised once but may run on any CPU. docs/inference.md
-has the measurements."""
+u8 by s8 with a saturating 16-bit sum, and the model is quantised once but may run on any CPU; `MVN` in floating
+point: NNCF would also quantise each convolution's output before its instance normalisation, an extra rounding
+that costs accuracy and, measured, no speed. docs/inference.md has the measurements."""
 
 
 def int8_key(key: dict) -> dict:
-    """The key of an int8 model: its fp32 conversion key and the quantisation recipe."""
-    return {**key, "int8_recipe": INT8_RECIPE}
+    """The key of an int8 model: its fp32 conversion key, the quantisation recipe and the calibration sample."""
+    return {**key, "int8_recipe": INT8_RECIPE,
+            "int8_calibration": {"windows": CALIBRATION_WINDOWS, "seed": CALIBRATION_SEED}}
 
 
 def int8_cache_dir(checkpoint: Path) -> Path:
@@ -96,15 +101,56 @@ def calibration_windows(folder: Path, patch: tuple[int, ...], count: int = CALIB
     return windows
 
 
+def min_organ_agreement(confusion: np.ndarray) -> float:
+    """Smallest per-organ Dice in a confusion matrix (classes x classes) over the organs either map holds; 1.0
+    when neither holds any."""
+    dice = organ_dice(confusion)
+    present = ~np.isnan(dice)
+    return float(dice[present].min()) if present.any() else 1.0
+
+
 def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict = INT8_RECIPE) -> object:
-    """`nncf.quantize` of an OpenVINO model with `recipe` (keys `preset`, `overflow_fix`, optional
-    `fast_bias_correction`, values as NNCF spells them), calibrated on all of `windows` (1, C, *patch)."""
+    """An NNCF int8 model of an OpenVINO fp32 model, calibrated on all of `windows` (1, C, *patch).
+
+    `recipe` keys: `preset` and `overflow_fix` (values as NNCF spells them); optional `fast_bias_correction`;
+    `float_layers` (regular expressions of node names) and `float_types` (OpenVINO operation types, such as
+    `MVN` for instance normalisation) left in floating point (NNCF's ignored scope); `activation_ranges` (a member
+    of NNCF's `RangeEstimatorParametersSet`, how activation ranges are estimated from the calibration windows); and
+    `max_dice_drop`: quantise with NNCF's accuracy control, which keeps the layers that cost most in floating
+    point until the smallest organ Dice of the int8 argmax against the fp32 argmax, over the same windows, is
+    at most that far below 1.
+    """
     import nncf
 
+    options = {
+        "subset_size": len(windows),
+        "preset": nncf.QuantizationPreset(recipe["preset"]),
+        "fast_bias_correction": recipe.get("fast_bias_correction", True),
+        "ignored_scope": nncf.IgnoredScope(patterns=list(recipe.get("float_layers", [])),
+                                           types=list(recipe.get("float_types", [])), validate=False),
+    }
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(recipe["overflow_fix"]))
-    return nncf.quantize(fp32_model, nncf.Dataset(windows), subset_size=len(windows),
-                         preset=nncf.QuantizationPreset(recipe["preset"]),
-                         fast_bias_correction=recipe.get("fast_bias_correction", True), advanced_parameters=advanced)
+    if "activation_ranges" in recipe:
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+        advanced.activations_range_estimator_params = getattr(RangeEstimatorParametersSet, recipe["activation_ranges"])
+    if "max_dice_drop" not in recipe:
+        return nncf.quantize(fp32_model, nncf.Dataset(windows), advanced_parameters=advanced, **options)
+    import openvino as ov
+
+    reference = ov.Core().compile_model(fp32_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    labelled = [(window, reference(window)[0].argmax(1)) for window in windows]
+
+    def agreement(compiled: object, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, None]:
+        confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        for window, labels in items:
+            confusion += confusion_matrix(labels, compiled(window)[0].argmax(1), NUM_CLASSES)
+        return min_organ_agreement(confusion), None
+
+    return nncf.quantize_with_accuracy_control(
+        fp32_model, nncf.Dataset(windows), nncf.Dataset(labelled, lambda item: item[0]), agreement,
+        max_drop=float(recipe["max_dice_drop"]), drop_type=nncf.DropType.ABSOLUTE,
+        advanced_quantization_parameters=advanced, **options)
 
 
 def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, calibration_folder: Path | None) -> object:
