@@ -19,7 +19,6 @@ import numpy as np
 from nnunet_cdl.consensus.scores import confusion_matrix, organ_dice
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
-from nnunet_cdl.labels import NUM_CLASSES
 
 CALIBRATION_WINDOWS = 32
 CALIBRATION_SEED = 0
@@ -139,12 +138,14 @@ def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict = INT8_
     import openvino as ov
 
     reference = ov.Core().compile_model(fp32_model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    labelled = [(window, reference(window)[0].argmax(1)) for window in windows]
+    logits = [reference(window)[0] for window in windows]
+    classes = int(logits[0].shape[1])
+    labelled = [(window, window_logits.argmax(1)) for window, window_logits in zip(windows, logits)]
 
     def agreement(compiled: object, items: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[float, None]:
-        confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+        confusion = np.zeros((classes, classes), np.int64)
         for window, labels in items:
-            confusion += confusion_matrix(labels, compiled(window)[0].argmax(1), NUM_CLASSES)
+            confusion += confusion_matrix(labels, compiled(window)[0].argmax(1), classes)
         return min_organ_agreement(confusion), None
 
     return nncf.quantize_with_accuracy_control(
