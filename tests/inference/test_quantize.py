@@ -130,3 +130,19 @@ def test_min_organ_agreement_ignores_organs_neither_map_holds() -> None:
     assert min_organ_agreement(confusion) == 1.0
     confusion[0, 0], confusion[1, 1], confusion[2, 2], confusion[2, 0] = 100, 10, 3, 1
     assert min_organ_agreement(confusion) == pytest.approx(6 / 7)
+
+
+def test_calibration_windows_centre_on_small_organs_as_often_as_on_large_ones(tmp_path: Path) -> None:
+    """The image holds the label values, so a window's centre voxel tells which organ it was centred on."""
+    folder = tmp_path / "Dataset001_X" / "nnUNetPlans_3d_fullres"
+    folder.mkdir(parents=True)
+    seg = np.zeros((1, 20, 40, 40), np.int16)
+    seg[0, 2:18, 5:35, 5:35] = 1
+    seg[0, 9:11, 1:3, 1:3] = 2  # 8 voxels against organ 1's 14 400
+    blosc2.asarray(seg.astype(np.float32), urlpath=str(folder / "c0.b2nd"))
+    blosc2.asarray(seg, urlpath=str(folder / "c0_seg.b2nd"))
+    windows = calibration_windows(folder, PATCH, count=40)
+    centre = tuple(p // 2 for p in PATCH)
+    on_organ = [int(w[0, 0][centre]) for w in windows[::2]]
+    assert 0 not in on_organ, "every other window is centred on an organ voxel"
+    assert on_organ.count(2) >= 5, f"the small organ was the centre of {on_organ.count(2)} of 20 windows"

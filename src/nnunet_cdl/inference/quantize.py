@@ -3,9 +3,10 @@ training data, cached beside the checkpoint (`<checkpoint>.openvino-int8/`) and 
 
 Calibration: `CALIBRATION_WINDOWS` windows of the patch size from the preprocessed cases of the model's dataset
 (`$nnUNet_preprocessed/<dataset>/<data identifier>/`, nnU-Net's blosc2 files, or a folder given explicitly),
-chosen with a fixed seed: half centred on a random foreground voxel of a random case, half at random places, as
-nnU-Net samples its training patches. The accuracy gate (`gate.json`, written by scripts/bench_int8.py: organ Dice
-of int8 against fp32 on held-out phantoms) decides whether `--backend auto` may pick int8.
+chosen with a fixed seed: half centred on a voxel of a random organ of a random case (each organ the case holds
+equally likely), half at random places, as nnU-Net samples its training patches. The accuracy gate (`gate.json`,
+written by scripts/bench_int8.py: organ Dice of int8 against fp32 on held-out phantoms) decides whether
+`--backend auto` may pick int8.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from nnunet_cdl.io import atomic_directory, read_json, write_json
 
 CALIBRATION_WINDOWS = 32
 CALIBRATION_SEED = 0
+CALIBRATION_SAMPLING = "half on a random organ's voxel, half anywhere"
+"""How `calibration_windows` places its windows; part of the int8 key, so a change rebuilds cached models."""
 INT8_GATE_DICE = 0.99
 """Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
 INT8_RECIPE = {"preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"]}
@@ -36,7 +39,8 @@ that costs accuracy and, measured, no speed. docs/inference.md has the measureme
 def int8_key(key: dict) -> dict:
     """The key of an int8 model: its fp32 conversion key, the quantisation recipe and the calibration sample."""
     return {**key, "int8_recipe": INT8_RECIPE,
-            "int8_calibration": {"windows": CALIBRATION_WINDOWS, "seed": CALIBRATION_SEED}}
+            "int8_calibration": {"windows": CALIBRATION_WINDOWS, "seed": CALIBRATION_SEED,
+                                 "sampling": CALIBRATION_SAMPLING}}
 
 
 def int8_cache_dir(checkpoint: Path) -> Path:
@@ -93,9 +97,11 @@ def calibration_windows(folder: Path, patch: tuple[int, ...], count: int = CALIB
         centre = [int(rng.integers(n)) for n in image.shape[1:]]
         seg_file = image_file.with_name(image_file.name[: -len(".b2nd")] + "_seg.b2nd")
         if index % 2 == 0 and seg_file.is_file():
-            foreground = np.argwhere(blosc2.open(str(seg_file), mode="r")[:][0] > 0)
-            if len(foreground):
-                centre = [int(v) for v in foreground[int(rng.integers(len(foreground)))]]
+            seg = blosc2.open(str(seg_file), mode="r")[:][0]
+            classes = [int(c) for c in np.unique(seg) if c > 0]
+            if classes:
+                voxels = np.argwhere(seg == classes[int(rng.integers(len(classes)))])
+                centre = [int(v) for v in voxels[int(rng.integers(len(voxels)))]]
         windows.append(_crop(image.astype(np.float32), centre, patch, float(image.min()))[None])
     return windows
 
