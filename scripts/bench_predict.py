@@ -153,23 +153,26 @@ def truth_on_network_grid(truth_file: Path, record: dict, plans: dict) -> np.nda
     return resize_labels_nearest(np.ascontiguousarray(cropped), record["network_shape"])
 
 
-def perfect_model_windows(truth_file: Path, record: dict, model: Path) -> dict | None:
+def padded_truth(truth_file: Path, record: dict, model: Path) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """The truth (`truth_on_network_grid`) as float32 (1, Z, Y, X), padded as the predictor pads it, and the
+    model's patch size; None for a record without a body box (a failed case)."""
+    if not record.get("body_box"):
+        return None
+    plans = read_json(model / "plans.json")
+    patch = tuple(plans["configurations"]["3d_fullres"]["patch_size"])
+    labels = truth_on_network_grid(truth_file, record, plans)
+    return pad_to_patch(labels.astype(np.float32)[None], patch)[0], patch
+
+
+def perfect_model_windows(padded: np.ndarray, patch: tuple[int, ...], record: dict) -> dict:
     """Windows our tiling would run if every window predicted the truth (a perfect model), on the network grid
     of `record` (body box, network shape): the fair window count of a case whatever our model learned, and what
     the skipping costs such a model (mean organ Dice of the covered truth against the whole truth), with the
     preset's rules and with the tube rule off.
 
-    The truth (`truth_on_network_grid`) is padded as the predictor pads and sent through `plan_tiling` (at the
-    record's step size) / `run_plan` with a window function that returns its one-hot labels. None without a
-    record.
+    The padded truth (`padded_truth`) is sent through `plan_tiling` (at the record's step size) / `run_plan` with
+    a window function that returns its one-hot labels.
     """
-    plans = read_json(model / "plans.json")
-    configuration = plans["configurations"]["3d_fullres"]
-    if not record.get("body_box"):
-        return None
-    labels = truth_on_network_grid(truth_file, record, plans)
-    patch = tuple(configuration["patch_size"])
-    padded, _ = pad_to_patch(labels.astype(np.float32)[None], patch)
     classes = len(ORGAN_IDS) + 1
 
     def oracle(window: np.ndarray) -> np.ndarray:
@@ -186,18 +189,12 @@ def perfect_model_windows(truth_file: Path, record: dict, model: Path) -> dict |
     return {**result, "grid": run_result.grid}
 
 
-def slab_centers(truth_file: Path, record: dict, model: Path) -> list[dict]:
+def slab_centers(padded: np.ndarray, record: dict) -> list[dict]:
     """Per slab of `record` (its `windows.per_slab`): the decision, the center window's z range, and the organ
-    voxels the model predicted in the center window against the truth's there (per organ label, and in all), on
-    the network grid padded as the predictor pads it. Empty for a record without per-slab outcomes."""
-    slabs = record.get("windows", {}).get("per_slab")
-    if not slabs or not record.get("body_box"):
-        return []
-    plans = read_json(model / "plans.json")
-    labels = truth_on_network_grid(truth_file, record, plans)
-    padded, _ = pad_to_patch(labels[None], tuple(plans["configurations"]["3d_fullres"]["patch_size"]))
+    voxels the model predicted in the center window against the padded truth's there (`padded_truth`; per organ
+    label, and in all). Empty for a record without per-slab outcomes."""
     rows = []
-    for slab in slabs:
+    for slab in record.get("windows", {}).get("per_slab", []):
         box = tuple(slice(a, b) for a, b in slab["center"])
         counts = np.bincount(padded[0][box].astype(np.int64).ravel(), minlength=len(ORGAN_IDS) + 1)
         truth = {str(label): int(n) for label, n in enumerate(counts) if label and n}
@@ -207,14 +204,18 @@ def slab_centers(truth_file: Path, record: dict, model: Path) -> list[dict]:
     return rows
 
 
-def add_perfect_model(row: dict, truth_file: Path, model: Path) -> bool:
-    """Set row["perfect_model_windows"] (with the network seconds those windows would take at our measured time
-    per window) from `perfect_model_windows`; False when it does not apply."""
-    perfect = perfect_model_windows(truth_file, row["ours"], model)
-    if not perfect:
+def add_truth_through_tiling(row: dict, truth_file: Path, model: Path) -> bool:
+    """Set row["perfect_model_windows"] (`perfect_model_windows`, with the network seconds those windows would
+    take at our measured time per window) and row["slab_centers"] (`slab_centers`) from one read of the truth;
+    False when the record has no body box."""
+    truth = padded_truth(truth_file, row["ours"], model)
+    if truth is None:
         return False
+    padded, patch = truth
+    perfect = perfect_model_windows(padded, patch, row["ours"])
     per_window = row["ours"]["seconds"]["network"] / max(1, row["ours"]["windows"]["run"])
     row["perfect_model_windows"] = {**perfect, "network_s_estimate": round(perfect["run"] * per_window, 2)}
+    row["slab_centers"] = slab_centers(padded, row["ours"])
     return True
 
 
@@ -228,9 +229,7 @@ def rescore(work: Path) -> None:
         truth_file = work / "cases" / "truth" / f"{row['case']}.nii.gz"
         if not truth_file.is_file():
             continue
-        model = Path(data["models"][row["model"]]).resolve()
-        row["slab_centers"] = slab_centers(truth_file, row["ours"], model)
-        if add_perfect_model(row, truth_file, model):
+        if add_truth_through_tiling(row, truth_file, Path(data["models"][row["model"]]).resolve()):
             print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
     data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
     write_json(work / "bench_predict.json", data)
@@ -409,8 +408,7 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         if truth is not None:
             row["ours_dice_vs_truth"] = organ_dice(ours_labels, truth)
             if "windows" in row["ours"]:
-                add_perfect_model(row, truth_file, model)
-                row["slab_centers"] = slab_centers(truth_file, row["ours"], model)
+                add_truth_through_tiling(row, truth_file, model)
         if image_shape[0] <= stock_max_slices or case in real_cases:
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
