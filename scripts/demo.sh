@@ -14,7 +14,7 @@ WORK=$(cd "$WORK" && pwd)
 export nnUNet_raw="$WORK/nnUNet_raw" nnUNet_preprocessed="$WORK/nnUNet_preprocessed" nnUNet_results="$WORK/nnUNet_results"
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
 eval "$(nnunet-cdl env)"
-step() { printf '\n=== %s ===\n' "$*"; }
+step() { printf '\n=== %s (at %d s) ===\n' "$*" "$SECONDS"; }
 
 step "1/9 synthetic abdominal CT phantoms with three noisy pseudo-labelers"
 nnunet-cdl synth --out "$WORK/synth" --dataset-id 601 --cases 10 --test-cases 2 --preset small --seed 0 --sources 3

@@ -178,8 +178,7 @@ def load_int8_model(fp32_model: object, checkpoint: Path | None, key: dict, cali
     quantised = quantise(fp32_model, windows)
     if folder is None or not os.access(folder.parent, os.W_OK):
         return quantised
-    meta = {"key": int8_key(key), "calibration": {"folder": str(calibration_folder), "windows": len(windows),
-                                        "seed": CALIBRATION_SEED}, "nncf": nncf.__version__}
+    meta = {"key": int8_key(key), "calibration_folder": str(calibration_folder), "nncf": nncf.__version__}
     with atomic_directory(folder, overwrite=True) as tmp:
         ov.save_model(quantised, str(tmp / "model.xml"), compress_to_fp16=False)
         write_json(tmp / "meta.json", meta)
