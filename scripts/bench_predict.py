@@ -192,15 +192,18 @@ def perfect_model_windows(padded: np.ndarray, patch: tuple[int, ...], record: di
 def slab_centers(padded: np.ndarray, record: dict) -> list[dict]:
     """Per slab of `record` (its `windows.per_slab`): the decision, the center window's z range, and the organ
     voxels the model predicted in the center window against the padded truth's there (`padded_truth`; per organ
-    label, and in all). Empty for a record without per-slab outcomes."""
+    label, and in all), and with `locate_first` the organ voxels located in the slab's part of the center column
+    (what decided; None without). Empty for a record without per-slab outcomes."""
     rows = []
     for slab in record.get("windows", {}).get("per_slab", []):
         box = tuple(slice(a, b) for a, b in slab["center"])
         counts = np.bincount(padded[0][box].astype(np.int64).ravel(), minlength=len(ORGAN_IDS) + 1)
         truth = {str(label): int(n) for label, n in enumerate(counts) if label and n}
+        located = slab.get("located_voxels")
         rows.append({"reason": slab["reason"], "z": slab["center"][0], "predicted": slab["center_voxels"],
                      "predicted_total": sum(slab["center_voxels"].values()), "truth": truth,
-                     "truth_total": sum(truth.values())})
+                     "truth_total": sum(truth.values()), "located": located,
+                     "located_total": None if located is None else sum(located.values())})
     return rows
 
 
@@ -424,14 +427,18 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         case = row["case"]
         if row["shape"][0] != args.variant_case_slices:
             continue
+        truth_file = work / "cases" / "truth" / f"{case}.nii.gz"
+        truth = read_labels(truth_file)[0] if truth_file.is_file() else None
         for name, extra in variants(args, work).items():
             out = work / "out" / label / f"{case}_{name}"
             result = predict(label, model, cases[case], out, "adaptive", args, extra)
+            variant_labels, _ = read_labels(out / f"{case}.nii.gz")
             if "stock" in row:
-                variant_labels, _ = read_labels(out / f"{case}.nii.gz")
                 stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
                 dice = organ_dice(variant_labels, stock_labels)
                 result["mean_dice_vs_stock"] = round(float(np.mean(list(dice.values()) or [1.0])), 4)
+            if truth is not None:
+                result["dice_vs_truth"] = organ_dice(variant_labels, truth)
             row.setdefault("variants", {})[name] = result
             print(json.dumps({"case": case, "variant": name, **result}), flush=True)
             save()
@@ -485,14 +492,18 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
     slab_rows = [r for r in rows if r.get("slab_centers")]
     if slab_rows:
         lines += ["", "Center windows per slab (z on the network grid): the decision, the organ voxels the model "
-                  "predicted in the center window and the truth's there (largest three organs by label):", "",
-                  "| model | case | slab z | decision | predicted organ voxels | truth organ voxels |",
-                  "|---|---|---|---|---|---|"]
+                  "predicted in the center window, those located in the slab's part of the center column (with "
+                  "`locate_first`, what decided) and the truth's in the center window (largest three organs by "
+                  "label):", "",
+                  "| model | case | slab z | decision | predicted organ voxels | located organ voxels | truth organ voxels |",
+                  "|---|---|---|---|---|---|---|"]
         for r in slab_rows:
             for slab in r["slab_centers"]:
                 lines.append(f"| {r['model']} | {r['case']} | {slab['z'][0]}-{slab['z'][1]} | {slab['reason']} | "
-                             f"{slab['predicted_total']} ({largest(slab['predicted'])}) | "
-                             f"{slab['truth_total']} ({largest(slab['truth'])}) |")
+                             f"{slab['predicted_total']} ({largest(slab['predicted'])}) | " + (
+                                 "n/a" if slab.get("located") is None else
+                                 f"{slab['located_total']} ({largest(slab['located'])})") +
+                             f" | {slab['truth_total']} ({largest(slab['truth'])}) |")
     stages = [r for r in rows if "seconds" in r["ours"]]
     if stages:
         lines += ["", "Where our time goes (seconds, median run):", "",
@@ -506,14 +517,16 @@ def markdown(rows: list[dict], commands: list[str]) -> str:
     variant_rows = [r for r in rows if "variants" in r]
     if variant_rows:
         lines += ["", "Variants of ours (one run each):", "",
-                  "| model | case | variant | wall s | network s | windows run/skipped | mean Dice vs stock |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| model | case | variant | wall s | network s | windows run/skipped | mean Dice vs stock | "
+                  "mean Dice vs truth |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in variant_rows:
             for name, v in r["variants"].items():
                 w = v.get("windows", {})
                 lines.append(f"| {r['model']} | {r['case']} | {name} | {v['wall_s']} | "
                              f"{v.get('seconds', {}).get('network', 'n/a')} | {w.get('run', '?')}/"
-                             f"{w.get('skipped', '?')} | {v.get('mean_dice_vs_stock', 'n/a')} |")
+                             f"{w.get('skipped', '?')} | {v.get('mean_dice_vs_stock', 'n/a')} | "
+                             f"{mean(v.get('dice_vs_truth', {}).values())} |")
     return "\n".join(lines) + "\n"
 
 

@@ -73,6 +73,7 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
         slabs = data["windows"]["per_slab"]
         assert sum(s["windows_run"] for s in slabs) == data["windows"]["run"]
         assert [s["reason"] for s in slabs].count("foreground") == data["windows"]["slabs"].get("foreground", 0)
+        assert all(1 <= int(k) <= 13 and n > 0 for s in slabs for k, n in s["located_voxels"].items())  # locate_first
         assert set(data["seconds"]) == {"reading", "preprocessing", "network", "exporting", "writing", "total"}
         assert data["peak_rss_mb"] > 0
     assert json.loads((record / "flat.json").read_text())["status"] == "failed"

@@ -115,7 +115,9 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
             "slabs": {r: result.slab_reasons.count(r) for r in sorted(set(result.slab_reasons))},
             "per_slab": [
                 {"reason": s.reason, "center": [list(axis) for axis in s.center], "windows_run": s.windows_run,
-                 "center_voxels": {str(label): n for label, n in s.center_voxels.items()}}
+                 "center_voxels": {str(label): n for label, n in s.center_voxels.items()},
+                 **({} if s.located_voxels is None else
+                    {"located_voxels": {str(label): n for label, n in s.located_voxels.items()}})}
                 for s in result.slabs
             ],
         }

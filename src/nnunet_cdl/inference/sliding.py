@@ -1,7 +1,8 @@
 """Run a tiling plan: windows through a network, Gaussian-weighted accumulation streamed along z.
 
 Only a (classes, patch_z, y, x) accumulator lives in memory: once the next slab starts at z, every plane below z
-is final and is reduced to labels (and, on request, to logits). Pure numpy (no torch, so the OpenVINO command
+is final and is reduced to labels (and, on request, to logits); with locate-first tiling the center windows run
+before the rest and their logits wait (float16) for their slab. Pure numpy (no torch, so the OpenVINO command
 path never imports it); the network is a callable.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnunet_cdl.inference.locate import center_column, located_organs
 from nnunet_cdl.inference.tiling import (
     TilingPlan,
     TilingRules,
@@ -39,6 +41,8 @@ class SlabOutcome:
     center: tuple[tuple[int, int], ...]
     windows_run: int
     center_voxels: dict[int, int]
+    located_voxels: dict[int, int] | None = None
+    """With `locate_first`: the organ voxels located in the slab's part of the center column (what decided)."""
 
 
 @dataclass
@@ -140,8 +144,11 @@ def run_plan(
 ) -> SlidingResult:
     """Predict a padded image `data` (C, Z, Y, X) float32 window by window in plan order, center first per slab.
 
-    Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits (K, Z, Y, X) float16; voxels that no
-    run window covered are background. `on_window` is called after every network call (progress).
+    With `rules.locate_first`, every slab's center window runs first (their logits kept as float16 until their
+    slab is accumulated) and each slab is decided from the organs located in the center column; otherwise from
+    its own center window. Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits
+    (K, Z, Y, X) float16; voxels that no run window covered are background. `on_window` is called after every
+    network call (progress).
     """
     shape = tuple(int(s) for s in data.shape[1:])
     if shape != plan.image_shape:
@@ -156,8 +163,16 @@ def run_plan(
         result.windows_run += 1
         if on_window is not None:
             on_window()
-        stream.add(window, prediction, weights)
         return prediction
+
+    centers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    located = None
+    if rules.locate_first:
+        for slab in plan.slabs:
+            prediction = predict(slab.center)
+            centers[slab.index] = (prediction.astype(np.float16), prediction.argmax(0).astype(np.uint8))
+        column = center_column(plan.slabs, [centers[slab.index][1] for slab in plan.slabs], shape[0])
+        located = located_organs(column, rules.locate_min_fraction)
 
     previous: str | None = None
     for slab in plan.slabs:
@@ -168,16 +183,30 @@ def run_plan(
             result.slabs.append(SlabOutcome("skipped", center_box, 0, {}))
             previous = "skipped"
             continue
-        center_labels = predict(slab.center).argmax(0)
-        counts = np.bincount(center_labels.ravel(), minlength=num_classes).tolist()
-        contacts = tube_edge_contacts(center_labels, rules.tube_labels) if rules.tube_rule else {}
+        if located is None:
+            prediction = predict(slab.center)
+            center_labels = deciding_labels = prediction.argmax(0)
+        else:
+            stored, center_labels = centers.pop(slab.index)
+            prediction = stored.astype(np.float32)
+            deciding_labels = located[slab.center.slicer()[0]]
+        stream.add(slab.center, prediction, weights)
+        counts = np.bincount(deciding_labels.ravel(), minlength=num_classes).tolist()
+        contacts = tube_edge_contacts(deciding_labels, rules.tube_labels) if rules.tube_rule else {}
         decision = decide_others(slab, counts, contacts, rules)
         for window in decision.run:
-            predict(window)
+            stream.add(window, predict(window), weights)
         result.windows_skipped += len(slab.others) - len(decision.run)
-        organs = {label: int(n) for label, n in enumerate(counts) if label and n}
-        result.slabs.append(SlabOutcome(decision.reason, center_box, 1 + len(decision.run), organs))
+        result.slabs.append(SlabOutcome(decision.reason, center_box, 1 + len(decision.run),
+                                        organ_voxels(center_labels, num_classes),
+                                        None if located is None else organ_voxels(deciding_labels, num_classes)))
         previous = decision.reason
     stream.finish()
     result.logits = stream.logits
     return result
+
+
+def organ_voxels(labels: np.ndarray, num_classes: int) -> dict[int, int]:
+    """Voxels per organ label present in `labels` (background left out)."""
+    counts = np.bincount(labels.ravel(), minlength=num_classes)
+    return {label: int(n) for label, n in enumerate(counts.tolist()) if label and n}

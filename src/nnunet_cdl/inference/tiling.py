@@ -39,6 +39,19 @@ class TilingRules:
     """When the center shows only tube organs, run only the windows beyond the edges the tubes touch."""
     tube_labels: tuple[int, ...] = (5, 6, 10)
     """Tube organs (aorta, inferior vena cava, esophagus)."""
+    locate_first: bool = False
+    """Run every slab's center window first, then decide each slab from the organs located in the center column
+    (`nnunet_cdl.inference.locate`) instead of from its own center window alone."""
+    locate_min_fraction: float = 0.1
+    """With `locate_first`: an organ's components in the center column smaller than this fraction of its largest
+    one are not organs (1.0: the largest component only)."""
+
+    def __post_init__(self) -> None:
+        if self.locate_first and self.skip_slab_after_empty:
+            raise ValueError("locate_first runs every slab's center window: it cannot be combined with "
+                             "skip_slab_after_empty")
+        if not 0 < self.locate_min_fraction <= 1:
+            raise ValueError(f"locate_min_fraction must be in (0, 1], got {self.locate_min_fraction}")
 
 
 @dataclass(frozen=True)
