@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nnunet_cdl.inference.body import BodyRules, body_box, box_shape, full_box
-from nnunet_cdl.inference.export import nearest_indices, paste_box, resize_labels_nearest
+from nnunet_cdl.inference.export import inplane_linear_labels, nearest_indices, paste_box, resize_labels_nearest
 from nnunet_cdl.inference.postprocess import foreground_box, remove_small_components
 
 
@@ -69,3 +69,62 @@ def test_nearest_resize_round_trip_and_box_paste():
     pasted = paste_box(labels, (slice(1, 7), slice(2, 9), slice(0, 9)), (10, 12, 9))
     assert pasted.shape == (10, 12, 9) and np.array_equal(pasted[1:7, 2:9], labels)
     assert not pasted[0].any() and not pasted[:, :2].any()
+
+
+def smooth_logits(shape: tuple[int, ...], classes: int, seed: int) -> np.ndarray:
+    """(classes, z, y, x) float16 logits varying smoothly in-plane (organ-like regions, not pixel noise)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(classes, shape[0], shape[1] // 4 + 2, shape[2] // 4 + 2)).astype(np.float32)
+    fine = np.repeat(np.repeat(coarse, 4, axis=2), 4, axis=3)[:, :, : shape[1], : shape[2]]
+    kernel = np.ones(5, dtype=np.float32) / 5
+    for axis in (2, 3):
+        fine = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="same"), axis, fine)
+    return (fine * 4).astype(np.float16)
+
+
+@pytest.mark.parametrize("network_shape, output_shape", [((9, 30, 34), (25, 47, 55)), ((6, 21, 20), (6, 21, 20)),
+                                                         ((8, 40, 44), (30, 31, 70))])
+def test_inplane_linear_labels_match_nnunets_export_resampling(network_shape, output_shape):
+    from nnunetv2.preprocessing.resampling.default_resampling import resample_data_or_seg_to_shape
+
+    logits = smooth_logits(network_shape, 14, seed=sum(output_shape))
+    expected = resample_data_or_seg_to_shape(logits.astype(np.float32), output_shape, [4.0, 1.2, 1.2],
+                                             [1.5, 0.8, 0.8], is_seg=False, order=1, order_z=0,
+                                             force_separate_z=None).argmax(0)
+    labels = logits.astype(np.float32).argmax(0).astype(np.uint8)
+    ours = inplane_linear_labels(logits, labels, output_shape)
+    assert ours.shape == tuple(output_shape) and ours.dtype == np.uint8
+    agreement = float((ours == expected).mean())
+    assert agreement >= 0.999, agreement
+    nearest = resize_labels_nearest(labels, output_shape)
+    if network_shape != output_shape:
+        assert float((nearest == expected).mean()) < agreement
+
+
+def test_inplane_linear_labels_keep_post_processing_removals():
+    logits = smooth_logits((4, 24, 24), 5, seed=3)
+    labels = logits.astype(np.float32).argmax(0).astype(np.uint8)
+    removed = labels.copy()
+    removed[removed == 2] = 0  # post-processing dropped organ 2 everywhere
+    out = inplane_linear_labels(logits, removed, (8, 40, 40))
+    assert not (out == 2).any() and (out == 0).any()
+    with pytest.raises(ValueError, match="do not match"):
+        inplane_linear_labels(logits, labels[:2], (8, 40, 40))
+
+
+def test_inplane_linear_export_follows_nnunets_separate_z_rule():
+    from nnunet_cdl.inference.export import exports_inplane_linear, separate_axis
+
+    light = {"spacing": [4.0, 1.2, 1.2], "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+             "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                    "force_separate_z": None}}
+    assert exports_inplane_linear(light, [1.5, 0.8, 0.8])
+    isotropic = {**light, "spacing": [1.0, 1.0, 1.0]}
+    assert not exports_inplane_linear(isotropic, [1.0, 0.8, 0.8])
+    assert exports_inplane_linear(isotropic, [5.0, 0.8, 0.8])  # the case's own spacing is anisotropic along z
+    cubic = {**light, "resampling_fn_probabilities_kwargs": {"order": 3, "order_z": 0, "force_separate_z": None}}
+    assert not exports_inplane_linear(cubic, [1.5, 0.8, 0.8])
+    assert not exports_inplane_linear({**light, "resampling_fn_probabilities_kwargs": {"order": 1}}, [1.5, 0.8, 0.8])
+    assert separate_axis(None, [1.2, 4.0, 1.2], [1, 1, 1]) == 1
+    assert separate_axis(None, [0.24, 1.25, 1.25], [1, 1, 1]) is None  # two coarse axes: 3-D
+    assert separate_axis(True, [2.0, 1.0, 1.0], [1, 1, 1]) == 0

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from nnunet_cdl.dicom.series import DicomSeries
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.inference.export import fast_labels, paste_box, stock_labels
+from nnunet_cdl.inference.export import exports_inplane_linear, fast_labels, paste_box, stock_labels
 from nnunet_cdl.inference.preprocess import fast_preprocess, fast_supported
 from nnunet_cdl.inference.readers import read_images
 from nnunet_cdl.inference.record import CaseRecord, peak_rss_mb, release_free_memory, rss_mb
@@ -93,6 +93,8 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
         record.body_box = [[int(s.start), int(s.stop)] for s in box]
         crop = data[(slice(None), *box)]
         fast = settings.export == "fast" and fast_supported(cm)
+        spacing = [properties["spacing"][axis] for axis in pm.transpose_forward]
+        linear_export = fast and exports_inplane_linear(cm.configuration, spacing)
         if fast:
             network_input, net_properties = fast_preprocess(crop, properties, pm, cm)
         else:
@@ -104,7 +106,8 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
         del data, crop
     record.network_shape = [int(s) for s in network_input.shape[1:]]
     with record.stage("network"):
-        result = predictor.adaptive_sliding_window(network_input, keep_logits=not fast or save_probabilities)
+        result = predictor.adaptive_sliding_window(network_input,
+                                                   keep_logits=not fast or save_probabilities or linear_export)
         record.backend = predictor.backend_name  # `auto` is resolved by the first window
         record.windows = {
             "grid": result.grid,
@@ -125,7 +128,8 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
     with record.stage("exporting"):
         probabilities = None
         if fast and not save_probabilities:
-            labels = fast_labels(predictor.postprocess(result.labels), net_properties, pm)
+            labels = fast_labels(predictor.postprocess(result.labels), net_properties, pm,
+                                 result.logits if linear_export else None)
         else:
             labels, probabilities = stock_labels(
                 result.logits, net_properties, pm, cm, predictor.label_manager, settings.threads, save_probabilities

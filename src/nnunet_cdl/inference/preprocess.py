@@ -23,17 +23,24 @@ def new_shape_for(shape: Sequence[int], spacing: Sequence[float], new_spacing: S
     return tuple(int(round(s / n * k)) for s, n, k in zip(spacing, new_spacing, shape))
 
 
-def _linear_along(data: np.ndarray, axis: int, size_out: int) -> np.ndarray:
-    """Linear resize of one axis to `size_out` (voxel centers, align_corners=False: edges clamp)."""
-    size_in = data.shape[axis]
-    if size_in == size_out:
-        return data
+def linear_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear resizing of one axis (voxel centers, align_corners=False, edges clamped as skimage's mode="edge"):
+    for every output index its lower and upper source index and the upper one's weight (float32)."""
     source = np.maximum((np.arange(size_out, dtype=np.float64) + 0.5) * (size_in / size_out) - 0.5, 0.0)
     low = np.minimum(np.floor(source).astype(np.int64), size_in - 1)
     high = np.minimum(low + 1, size_in - 1)
+    return low, high, (source - low).astype(np.float32)
+
+
+def _linear_along(data: np.ndarray, axis: int, size_out: int) -> np.ndarray:
+    """Linear resize of one axis to `size_out` (`linear_taps`)."""
+    size_in = data.shape[axis]
+    if size_in == size_out:
+        return data
+    low, high, weight = linear_taps(size_in, size_out)
     shape = [1] * data.ndim
     shape[axis] = size_out
-    weight = (source - low).astype(np.float32).reshape(shape)
+    weight = weight.reshape(shape)
     result = np.take(data, low, axis=axis)
     upper = np.take(data, high, axis=axis)
     upper -= result
