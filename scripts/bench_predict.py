@@ -380,7 +380,8 @@ def variant_preset(work: Path, name: str, spec: str) -> Path:
 
 
 def variants(args, work: Path) -> dict[str, list[str]]:
-    """Extra runs of ours on one case: each backend, and each preset variant (NAME=SPEC, see variant_preset)."""
+    """Extra runs of ours on the --variant-case-slices cases: each backend, and each preset variant (NAME=SPEC, see
+    variant_preset)."""
     runs = {f"backend-{b}": ["--backend", b] for b in args.backends}
     for item in args.variant:
         name, spec = item.split("=", 1)
@@ -425,7 +426,7 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
         save()
     for row in [r for r in rows if r["model"] == label]:  # after every case, so that a long variant list never delays the main table
         case = row["case"]
-        if row["shape"][0] != args.variant_case_slices:
+        if row["shape"][0] not in args.variant_case_slices:
             continue
         truth_file = work / "cases" / "truth" / f"{case}.nii.gz"
         truth = read_labels(truth_file)[0] if truth_file.is_file() else None
@@ -541,11 +542,14 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stock-max-slices", type=int, default=300, help="skip the stock run above this")
-    parser.add_argument("--backends", nargs="*", default=[], help="also time these backends on one case")
+    parser.add_argument("--backends", nargs="*", default=[],
+                        help="also time these backends on the --variant-case-slices cases")
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=PRESET_JSON or NAME=[SECTION.]KEY=JSON[;...] (overrides of configs/inference.json, "
-                             "e.g. no_tube_rule=tiling.tube_rule=false): also run ours so on one case (repeatable)")
-    parser.add_argument("--variant-case-slices", type=int, default=300, help="the case of --backends/--variant")
+                             "e.g. no_tube_rule=tiling.tube_rule=false): also run ours so on the --variant-case-slices cases "
+                             "(repeatable)")
+    parser.add_argument("--variant-case-slices", nargs="+", type=int, default=[300],
+                        help="the cases (by slice count) of --backends/--variant")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--real", action="append", default=[], metavar="NAME=IMAGE[,TRUTH]",
                         help="also predict this real CT (file or DICOM series folder; optional truth labels) with "

@@ -18,6 +18,9 @@ budget in minutes. Steps, each skipped when its output is already in --work (so 
    MODEL_CARD.md, written from what was measured.
 
     python scripts/train_reference.py --work bench_work/reference --out models/light-unet-phantoms
+
+`--data-only` stops after step 2: the phantoms and the preprocessed training data (what `scripts/bench_int8.py
+--calibration` reads), without training.
 """
 
 from __future__ import annotations
@@ -257,6 +260,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="nnUNetv2_train -device (cuda: nnU-Net's own mixed precision; prediction stays on the CPU)")
+    parser.add_argument("--data-only", action="store_true",
+                        help="stop after the phantoms and the preprocessed data (steps 1-2), before training")
     args = parser.parse_args()
     started = time.time()
     recipe = load_recipe(args.recipe, args)
@@ -297,6 +302,9 @@ def main() -> int:
     validation = train_keys[-recipe["validation_cases"]:]
     write_json(pre / dataset / "splits_final.json",
                [{"train": train_keys[: -recipe["validation_cases"]], "val": validation}])
+    if args.data_only:
+        print(f"data ready in {pre / dataset} (--data-only: no training)", flush=True)
+        return 0
 
     trainer = recipe["trainer"]
     trained = results / dataset / f"{trainer}__{PLANS}__{CONFIGURATION}"
