@@ -42,7 +42,7 @@ class TilingRules:
     locate_first: bool = False
     """Run every slab's center window first, then decide each slab from the organs located in the center column
     (`nnunet_cdl.inference.locate`) instead of from its own center window alone."""
-    locate_min_fraction: float = 0.1
+    locate_min_fraction: float = 1.0
     """With `locate_first`: an organ's components in the center column smaller than this fraction of its largest
     one are not organs (1.0: the largest component only)."""
 
