@@ -44,7 +44,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunet_cdl.evaluation.efficiency import run_measured
-from nnunet_cdl.cpu import cpu_supports_bf16
+from nnunet_cdl.cpu import ISA_CAP_VARIABLES, cpu_supports_bf16
 from nnunet_cdl.inference.config import PRESET, load_settings
 from nnunet_cdl.inference.export import resize_labels_nearest
 from nnunet_cdl.inference.plans_view import PlansView
@@ -234,7 +234,7 @@ def rescore(work: Path) -> None:
             continue
         if add_truth_through_tiling(row, truth_file, Path(data["models"][row["model"]]).resolve()):
             print(json.dumps({"case": row["case"], "model": row["model"], **row["perfect_model_windows"]}), flush=True)
-    data["commands"] = [*data.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
+    data["commands"] = [*data.get("commands", []), this_command()]
     write_json(work / "bench_predict.json", data)
     (work / "bench_predict.md").write_text(markdown(data["rows"], data["commands"]))
 
@@ -455,6 +455,13 @@ def largest(voxels: dict[str, int], count: int = 3) -> str:
     return ", ".join(f"{label}: {n}" for label, n in sorted(voxels.items(), key=lambda item: -item[1])[:count])
 
 
+def this_command() -> str:
+    """The command line of this run, with the instruction-set caps of its environment (the laptop mode of
+    `scripts/bench_backends.py`) in front when they are set."""
+    caps = " ".join(f"{name}={os.environ[name]}" for name in ISA_CAP_VARIABLES if os.environ.get(name))
+    return f"{caps + ' ' if caps else ''}python scripts/bench_predict.py {shlex.join(sys.argv[1:])}"
+
+
 def markdown(rows: list[dict], commands: list[str]) -> str:
     lines = [
         "Commands: " + "; then ".join(f"`{c}`" for c in commands), "",
@@ -597,7 +604,7 @@ def main() -> int:
     rows: list[dict] = []
     previous = read_json(work / "bench_predict.json") if args.append and (work / "bench_predict.json").is_file() else {}
     kept = [r for r in previous.get("rows", []) if r["model"] not in models]
-    commands = [*previous.get("commands", []), f"python scripts/bench_predict.py {' '.join(sys.argv[1:])}"]
+    commands = [*previous.get("commands", []), this_command()]
 
     def save() -> None:
         write_json(work / "bench_predict.json", {"threads": args.threads, "models": {**previous.get("models", {}),
