@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from nnunet_cdl.cpu import cpu_extensions, cpu_model_name, cpu_supports_bf16  # noqa: E402
+from nnunet_cdl.inference.config import PRESET  # noqa: E402
 from nnunet_cdl.inference.model_loading import read_checkpoint  # noqa: E402
 from nnunet_cdl.io import atomic_path, read_json, write_json, write_volume  # noqa: E402
 from nnunet_cdl.labels import ORGANS, nnunet_labels_dict  # noqa: E402
@@ -166,7 +167,19 @@ def earlier_training(model: Path | None) -> list[dict]:
     earlier = read_json(model / "reference.json")
     return [*earlier.get("earlier_training", []),
             {**earlier["training"], "command": earlier["command"], "cpu": earlier["cpu"]["model"],
-             "heldout_mean_dsc": earlier["heldout"]["overall"]["dsc"]["mean"]}]
+             "heldout_mean_dsc": earlier["heldout"]["overall"]["dsc"]["mean"],
+             "heldout_predictor": earlier.get("heldout_predictor")}]
+
+
+def predictor_summary(settings: dict | None) -> str:
+    """The predictor settings that decide the held-out numbers, in words (`configs/inference.json` as the
+    held-out prediction read it); earlier records that did not keep them say so."""
+    if not settings:
+        return "predictor settings not recorded"
+    tiling = settings.get("tiling", {})
+    located = (f"locate-first tiling (locate_min_fraction {tiling.get('locate_min_fraction')})"
+               if tiling.get("locate_first") else "center-first tiling")
+    return f"{located}, {settings.get('export', 'fast')} export, backend {settings.get('backend', 'auto')}"
 
 
 def heldout_table(summary: dict) -> dict[int, float]:
@@ -193,7 +206,8 @@ def model_card(recipe: dict, record: dict, summary: dict, command: str) -> str:
         total = sum(run["iterations"] for run in earlier) + training["iterations"]
         minutes = (sum(run["seconds"] for run in earlier) + training["seconds"]) / 60
         runs = "; ".join(f"`{run['command']}`: {run['iterations']} iterations in {run['seconds'] / 60:.1f} min "
-                         f"({run['precision']}, {run['cpu']}), held-out mean DSC {run['heldout_mean_dsc']:.4f}"
+                         f"({run['precision']}, {run['cpu']}), held-out mean DSC {run['heldout_mean_dsc']:.4f} "
+                         f"({predictor_summary(run.get('heldout_predictor'))})"
                          for run in earlier)
         continued += (f". Earlier runs, oldest first: {runs}. In all {total} iterations in {minutes:.1f} min of "
                       f"training")
@@ -228,6 +242,7 @@ to reproduce (the data are generated from the seeds, training is nondeterministi
   (extensions: {', '.join(cpu['extensions']) or 'none of the listed'}), torch {record['torch']}.
 
 ## Held-out metrics (`nnunet-cdl predict` defaults, `nnunet-cdl evaluate`)
+Predictor: {predictor_summary(record.get('heldout_predictor'))}.
 FLARE mean DSC **{overall['dsc']['mean']:.4f}**, mean NSD **{overall['nsd']['mean']:.4f}** over {overall['dsc']['n']}
 cases (per case the mean of its 13 organs). Target (mean DSC >= {TARGET_MEAN_DSC}, no organ below
 {TARGET_MIN_ORGAN_DSC}): {target}.
@@ -324,6 +339,7 @@ def main() -> int:
 
     print(f"5/6 held-out prediction and evaluation ({len(recipe['heldout_slices'])} phantoms)", flush=True)
     predictions, evaluation = heldout / "predictions", heldout / "evaluation"
+    predictor_settings = read_json(PRESET)
     shutil.rmtree(predictions, ignore_errors=True)
     seconds["predict"] = run([str(BIN / "nnunet-cdl"), "predict", "-i", str(heldout / "images"), "-o",
                               str(predictions), "-m", str(out), "-f", "0", "--threads", str(args.threads),
@@ -365,6 +381,7 @@ def main() -> int:
         "script_seconds": round(time.time() - started, 1),
         "cases": cases,
         "heldout": {"overall": summary["overall"], "organs": summary["organs"], "windows": windows},
+        "heldout_predictor": predictor_settings,
         "learning_curve": curve,
     }
     write_json(out / "reference.json", record)

@@ -67,3 +67,15 @@ def test_model_card_says_whether_the_target_is_met() -> None:
     assert "not met" in failing and "right_kidney" in failing and "python scripts/train_reference.py" in failing
     passing = script.model_card(recipe, record, summary(0.95, 0.9), "python scripts/train_reference.py")
     assert "): met." in passing
+    assert "Predictor: predictor settings not recorded." in passing
+
+
+def test_model_card_names_the_predictor_settings_of_each_run() -> None:
+    script = load_script()
+    settings = json.loads((SCRIPT.parents[1] / "configs" / "inference.json").read_text())
+    settings["tiling"] |= {"locate_first": True, "locate_min_fraction": 1.0}
+    assert script.predictor_summary(settings) == (
+        f"locate-first tiling (locate_min_fraction 1.0), {settings['export']} export, backend {settings['backend']}")
+    settings["tiling"]["locate_first"] = False
+    assert script.predictor_summary(settings).startswith("center-first tiling, ")
+    assert script.predictor_summary(None) == "predictor settings not recorded"
