@@ -128,3 +128,22 @@ def test_inplane_linear_export_follows_nnunets_separate_z_rule():
     assert separate_axis(None, [1.2, 4.0, 1.2], [1, 1, 1]) == 1
     assert separate_axis(None, [0.24, 1.25, 1.25], [1, 1, 1]) is None  # two coarse axes: 3-D
     assert separate_axis(True, [2.0, 1.0, 1.0], [1, 1, 1]) == 0
+
+
+def test_separate_axis_is_nnunets_rule():
+    """Our torch-free copy of nnU-Net's `determine_do_sep_z_and_axis` (nnU-Net's module imports torch) agrees with
+    it on spacings around the anisotropy threshold, with and without `force_separate_z`."""
+    from nnunetv2.configuration import ANISO_THRESHOLD
+    from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
+
+    from nnunet_cdl.inference.export import ANISOTROPY_THRESHOLD, separate_axis
+
+    assert ANISOTROPY_THRESHOLD == ANISO_THRESHOLD
+    spacings = [[4.0, 1.2, 1.2], [1.2, 4.0, 1.2], [1.0, 1.0, 1.0], [3.0, 1.0, 1.0], [3.1, 1.0, 1.0],
+                [0.24, 1.25, 1.25], [5.0, 5.0, 0.8], [1.5, 0.8, 0.8]]
+    for force in (None, True, False):
+        for current in spacings:
+            for new in spacings:
+                do_separate, axis = determine_do_sep_z_and_axis(force, current, new)
+                expected = int(np.atleast_1d(axis)[0]) if do_separate and axis is not None else None
+                assert separate_axis(force, current, new) == expected, (force, current, new)
