@@ -112,3 +112,21 @@ def test_padding_matches_nnunets_pad_nd_image(shape):
     padded, revert = pad_to_patch(data, (32, 128, 192))
     assert np.array_equal(padded, expected.numpy())
     assert np.array_equal(padded[revert], data) and np.array_equal(expected.numpy()[tuple(expected_revert)], data)
+
+
+def test_boundary_logits_are_the_dense_logits_at_label_boundaries():
+    from nnunet_cdl.inference.boundary import boundary_pixels
+
+    labels = volume()
+    data = labels[None].astype(np.float32)
+    rules = TilingRules(empty_center_voxels=0, tube_rule=False, locate_first=True)
+    plan = plan_tiling(labels.shape, PATCH, 0.5, rules)
+    dense = run_plan(data, plan, rules, oracle([]), K, keep_logits=True)
+    kept = run_plan(data, plan, rules, oracle([]), K, boundary_logits=True)
+    assert np.array_equal(kept.labels, dense.labels)
+    for z, mask in enumerate(boundary_pixels(dense.labels)):
+        ys, xs = np.nonzero(mask)
+        assert np.array_equal(kept.logits.at(z, ys, xs), dense.logits[:, z, ys, xs].astype(np.float32))
+    assert sum(index.size for index in kept.logits.index) < labels.size / 4
+    with pytest.raises(ValueError, match="exclude each other"):
+        run_plan(data, plan, rules, oracle([]), K, keep_logits=True, boundary_logits=True)

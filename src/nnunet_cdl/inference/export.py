@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from nnunet_cdl.inference.body import Box
+from nnunet_cdl.inference.boundary import BoundaryLogits
 from nnunet_cdl.inference.preprocess import linear_taps
 
 ANISOTROPY_THRESHOLD = 3.0
@@ -74,10 +75,11 @@ def exports_inplane_linear(configuration: dict, original_spacing: Sequence[float
     return separate_axis(kwargs.get("force_separate_z", False), configuration["spacing"], original_spacing) == 0
 
 
-def inplane_linear_labels(logits: np.ndarray, labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Labels (z, y, x) of `shape` from network logits (K, Z, Y, X) and their post-processed argmax `labels`
-    (Z, Y, X) uint8, as nnU-Net's anisotropic export computes them: each plane's logits resized bilinearly in-plane
-    (voxel centers, edges clamped), then nearest neighbour along z, then argmax.
+def inplane_linear_labels(logits: np.ndarray | BoundaryLogits, labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Labels (z, y, x) of `shape` from network logits (K, Z, Y, X; dense, or `BoundaryLogits` kept at least at the
+    boundaries of `labels`) and their post-processed argmax `labels` (Z, Y, X) uint8, as nnU-Net's anisotropic
+    export computes them: each plane's logits resized bilinearly in-plane (voxel centers, edges clamped), then
+    nearest neighbour along z, then argmax.
 
     A pixel whose four in-plane source pixels hold one label takes it (a convex combination of logits keeps their
     common argmax); only the others interpolate. Where post-processing removed a source pixel's organ (its label
@@ -87,6 +89,8 @@ def inplane_linear_labels(logits: np.ndarray, labels: np.ndarray, shape: Sequenc
     classes, depth, rows, cols = logits.shape
     if labels.shape != (depth, rows, cols):
         raise ValueError(f"labels {labels.shape} do not match logits {logits.shape}")
+    if isinstance(logits, np.ndarray):
+        logits = BoundaryLogits.from_dense(logits, labels)
     y0, y1, wy = linear_taps(rows, int(shape[1]))
     x0, x1, wx = linear_taps(cols, int(shape[2]))
     planes = nearest_indices(depth, int(shape[0]))
@@ -98,8 +102,7 @@ def inplane_linear_labels(logits: np.ndarray, labels: np.ndarray, shape: Sequenc
         mixed = (corners[0] != corners[1]) | (corners[0] != corners[2]) | (corners[0] != corners[3])
         iy, ix = np.nonzero(mixed)
         if iy.size:
-            source = logits[:, z]
-            v = [source[:, ys[iy], xs[ix]].astype(np.float32) for ys in (y0, y1) for xs in (x0, x1)]
+            v = [logits.at(z, ys[iy], xs[ix]) for ys in (y0, y1) for xs in (x0, x1)]
             wyv, wxv = wy[iy], wx[ix]
             interpolated = (v[0] + (v[1] - v[0]) * wxv) * (1 - wyv) + (v[2] + (v[3] - v[2]) * wxv) * wyv
             kept = [corner[iy, ix] for corner in corners]
@@ -114,9 +117,11 @@ def inplane_linear_labels(logits: np.ndarray, labels: np.ndarray, shape: Sequenc
     return out
 
 
-def fast_labels(labels: np.ndarray, properties: dict, plans_manager, logits: np.ndarray | None = None) -> np.ndarray:
+def fast_labels(labels: np.ndarray, properties: dict, plans_manager,
+                logits: np.ndarray | BoundaryLogits | None = None) -> np.ndarray:
     """Network-resolution labels (Z, Y, X) -> labels on the (cropped) input grid in file axis order: with the
-    logits (K, Z, Y, X) by `inplane_linear_labels`, without them by nearest neighbour."""
+    logits (K, Z, Y, X; dense or `BoundaryLogits`) by `inplane_linear_labels`, without them by nearest
+    neighbour."""
     shape = properties["shape_after_cropping_and_before_resampling"]
     if logits is not None:
         resized = inplane_linear_labels(logits, labels, shape)

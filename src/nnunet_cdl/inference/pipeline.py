@@ -106,8 +106,9 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
         del data, crop
     record.network_shape = [int(s) for s in network_input.shape[1:]]
     with record.stage("network"):
-        result = predictor.adaptive_sliding_window(network_input,
-                                                   keep_logits=not fast or save_probabilities or linear_export)
+        dense_logits = not fast or save_probabilities
+        result = predictor.adaptive_sliding_window(network_input, keep_logits=dense_logits,
+                                                   boundary_logits=linear_export and not dense_logits)
         record.backend = predictor.backend_name  # `auto` is resolved by the first window
         record.windows = {
             "grid": result.grid,

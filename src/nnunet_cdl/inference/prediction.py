@@ -17,6 +17,7 @@ import numpy as np
 from nnunet_cdl.dicom.series import find_series
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.inference import body as body_crop
+from nnunet_cdl.inference.boundary import BoundaryLogits
 from nnunet_cdl.inference.cases import list_cases, select_cases
 from nnunet_cdl.inference.postprocess import remove_small_components
 from nnunet_cdl.inference.sliding import SlidingResult, pad_to_patch, run_plan
@@ -46,17 +47,21 @@ class FolderPrediction:
         if self.first_window_after_start_s is None:
             self.first_window_after_start_s = process_age_s()
 
-    def adaptive_sliding_window(self, data: np.ndarray, keep_logits: bool) -> SlidingResult:
+    def adaptive_sliding_window(self, data: np.ndarray, keep_logits: bool,
+                                boundary_logits: bool = False) -> SlidingResult:
         """Center-first adaptive sliding window over a preprocessed image (C, Z, Y, X) float32; padded to the
-        patch as nnU-Net pads (zeros) and cropped back."""
+        patch as nnU-Net pads (zeros) and cropped back. Logits: all of them with `keep_logits`, only at label
+        boundaries with `boundary_logits` (what the in-plane linear export reads), else none."""
         patch = self._patch()
         padded, revert = pad_to_patch(np.asarray(data, dtype=np.float32), patch)
         plan = plan_tiling(padded.shape[1:], patch, self.tile_step_size, self.settings.tiling)
         result = run_plan(padded, plan, self.settings.tiling, self.window_fn(), self.num_heads(), self.use_gaussian,
-                          keep_logits, on_window=self._note_first_window)
+                          keep_logits, on_window=self._note_first_window, boundary_logits=boundary_logits)
         spatial = tuple(revert[1:])
         result.labels = np.ascontiguousarray(result.labels[spatial])
-        if result.logits is not None:
+        if isinstance(result.logits, BoundaryLogits):
+            result.logits = result.logits.crop(spatial)
+        elif result.logits is not None:
             result.logits = result.logits[(slice(None), *spatial)]
         return result
 

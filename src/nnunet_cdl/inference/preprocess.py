@@ -80,8 +80,10 @@ def normalizer_class(scheme: str) -> type:
 def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configuration_manager) -> tuple[np.ndarray, dict]:
     """Image (C, z, y, x) in file axis order with nnU-Net reader properties -> network input (C, Z, Y, X) float32
     and properties (adds shape_before_cropping, bbox_used_for_cropping, shape_after_cropping_and_before_resampling)."""
-    data = data.astype(np.float32).transpose([0, *[i + 1 for i in plans_manager.transpose_forward]])
-    data = np.ascontiguousarray(data)
+    source = data
+    data = np.ascontiguousarray(data.transpose([0, *[i + 1 for i in plans_manager.transpose_forward]]), dtype=np.float32)
+    if np.shares_memory(data, source):  # normalisation works in place; the caller's image stays as it was
+        data = data.copy()
     original_spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
     shape = tuple(int(s) for s in data.shape[1:])
     properties = dict(properties)

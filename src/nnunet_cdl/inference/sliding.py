@@ -1,7 +1,8 @@
 """Run a tiling plan: windows through a network, Gaussian-weighted accumulation streamed along z.
 
 Only a (classes, patch_z, y, x) accumulator lives in memory: once the next slab starts at z, every plane below z
-is final and is reduced to labels (and, on request, to logits); with locate-first tiling the center windows run
+is final and is reduced to labels (and, on request, to logits: all of them, or only at label boundaries, where the
+in-plane linear export reads them); with locate-first tiling the center windows run
 before the rest and their logits wait (float16) for their slab. Pure numpy (no torch, so the OpenVINO command
 path never imports it); the network is a callable.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnunet_cdl.inference.boundary import BoundaryLogits, boundary_pixels
 from nnunet_cdl.inference.locate import center_column, located_organs
 from nnunet_cdl.inference.tiling import (
     TilingPlan,
@@ -24,7 +26,7 @@ from nnunet_cdl.inference.tiling import (
 )
 
 WindowFn = Callable[[np.ndarray], np.ndarray]
-"""(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits."""
+"""(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits, an array the caller may scale in place."""
 
 UNCOVERED_BACKGROUND_LOGIT = 10.0
 """Logit given to background where no window ran, so probabilities there say background."""
@@ -47,10 +49,11 @@ class SlabOutcome:
 
 @dataclass
 class SlidingResult:
-    """labels: (Z, Y, X) uint8 argmax at network resolution; logits: (K, Z, Y, X) float16 when requested."""
+    """labels: (Z, Y, X) uint8 argmax at network resolution; logits: (K, Z, Y, X) float16 when requested, or
+    `BoundaryLogits` (kept at label boundaries only) when those were requested."""
 
     labels: np.ndarray
-    logits: np.ndarray | None
+    logits: np.ndarray | BoundaryLogits | None
     grid: str
     windows_planned: int
     windows_run: int = 0
@@ -89,24 +92,34 @@ def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tu
 class _ZStream:
     """Accumulator over the planes [z0, z0 + pz) of the current slab; earlier planes are finalised."""
 
-    def __init__(self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, keep_logits: bool):
+    def __init__(self, shape: tuple[int, int, int], patch: tuple[int, int, int], num_classes: int, keep_logits: bool,
+                 boundary_logits: bool):
         self.shape, self.patch, self.k = shape, patch, num_classes
         self.z0 = 0
         self.acc = np.zeros((num_classes, patch[0], shape[1], shape[2]), dtype=np.float32)
         self.wsum = np.zeros((patch[0], shape[1], shape[2]), dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
         self.logits = np.zeros((num_classes, *shape), dtype=np.float16) if keep_logits else None
+        self.boundary = BoundaryLogits((num_classes, *shape)) if boundary_logits else None
 
     def _finalise(self, count: int) -> None:
         count = min(count, self.shape[0] - self.z0)
         if count <= 0:
             return
         acc, wsum = self.acc[:, :count], self.wsum[:count]
-        self.labels[self.z0 : self.z0 + count] = acc.argmax(0).astype(np.uint8)
+        labels = acc.argmax(0).astype(np.uint8)
+        self.labels[self.z0 : self.z0 + count] = labels
         if self.logits is not None:
             logits = acc / np.maximum(wsum, np.float32(1e-8))
             logits[0][wsum == 0] = UNCOVERED_BACKGROUND_LOGIT
             self.logits[:, self.z0 : self.z0 + count] = logits.astype(np.float16)
+        if self.boundary is not None:
+            for plane, mask in enumerate(boundary_pixels(labels)):
+                ys, xs = np.nonzero(mask)
+                weight = wsum[plane, ys, xs]
+                logits = acc[:, plane, ys, xs] / np.maximum(weight, np.float32(1e-8))
+                logits[0][weight == 0] = UNCOVERED_BACKGROUND_LOGIT
+                self.boundary.store(self.z0 + plane, ys, xs, logits)
 
     def advance(self, z: int) -> None:
         """Finalise planes below `z` and move the buffer to start at `z` (z >= current start)."""
@@ -123,9 +136,12 @@ class _ZStream:
         self.z0 = z
 
     def add(self, window: Window, prediction: np.ndarray, weights: np.ndarray) -> None:
+        """Accumulate a window's logits (K, pz, py, px) float32, which are scaled by `weights` in place (no
+        temporary the size of a window's logits)."""
         z = window.start[0] - self.z0
         ys, xs = window.slicer()[1:]
-        self.acc[:, z : z + window.size[0], ys, xs] += prediction * weights
+        np.multiply(prediction, weights, out=prediction)
+        self.acc[:, z : z + window.size[0], ys, xs] += prediction
         self.wsum[z : z + window.size[0], ys, xs] += weights
 
     def finish(self) -> None:
@@ -141,25 +157,29 @@ def run_plan(
     use_gaussian: bool = True,
     keep_logits: bool = False,
     on_window: Callable[[], None] | None = None,
+    boundary_logits: bool = False,
 ) -> SlidingResult:
     """Predict a padded image `data` (C, Z, Y, X) float32 window by window in plan order, center first per slab.
 
     With `rules.locate_first`, every slab's center window runs first (their logits kept as float16 until their
     slab is accumulated) and each slab is decided from the organs located in the center column; otherwise from
     its own center window. Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits
-    (K, Z, Y, X) float16; voxels that no run window covered are background. `on_window` is called after every
-    network call (progress).
+    (K, Z, Y, X) float16, or with `boundary_logits` the same logits only at label boundaries (`BoundaryLogits`,
+    what the in-plane linear export reads); voxels that no run window covered are background. `on_window` is
+    called after every network call (progress).
     """
     shape = tuple(int(s) for s in data.shape[1:])
     if shape != plan.image_shape:
         raise ValueError(f"data shape {shape} does not match the plan's image shape {plan.image_shape}")
+    if keep_logits and boundary_logits:
+        raise ValueError("keep_logits and boundary_logits exclude each other")
     weights = gaussian_weights(plan.patch) if use_gaussian else np.ones(plan.patch, dtype=np.float32)
-    stream = _ZStream(shape, plan.patch, num_classes, keep_logits)  # type: ignore[arg-type]
+    stream = _ZStream(shape, plan.patch, num_classes, keep_logits, boundary_logits)  # type: ignore[arg-type]
     result = SlidingResult(stream.labels, None, plan.grid, plan.num_windows)
 
     def predict(window: Window) -> np.ndarray:
         patch = np.ascontiguousarray(data[(slice(None), *window.slicer())][None], dtype=np.float32)
-        prediction = window_fn(patch)
+        prediction = np.require(window_fn(patch), np.float32, ["C", "W"])
         result.windows_run += 1
         if on_window is not None:
             on_window()
@@ -202,7 +222,7 @@ def run_plan(
                                         None if located is None else organ_voxels(deciding_labels, num_classes)))
         previous = decision.reason
     stream.finish()
-    result.logits = stream.logits
+    result.logits = stream.logits if stream.boundary is None else stream.boundary
     return result
 
 
