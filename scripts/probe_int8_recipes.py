@@ -52,6 +52,13 @@ RECIPES = {
     "mixed + overflow fix, float instance norms, mean min-max without outliers": {
         "preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"],
         "activation_ranges": "MEAN_NO_OUTLIERS_MINMAX"},
+    "mixed, no overflow fix (8-bit weights: VNNI CPUs only), float instance norms": {
+        "preset": "mixed", "overflow_fix": "disable", "float_types": ["MVN"]},
+    "mixed, no overflow fix, float instance norms, mean min-max without outliers": {
+        "preset": "mixed", "overflow_fix": "disable", "float_types": ["MVN"],
+        "activation_ranges": "MEAN_NO_OUTLIERS_MINMAX"},
+    "mixed, no overflow fix, float instance norms, full bias correction": {
+        "preset": "mixed", "overflow_fix": "disable", "float_types": ["MVN"], "fast_bias_correction": False},
     "overflow fix, float instance norms": {"preset": "performance", "overflow_fix": "enable",
                                            "float_types": ["MVN"]},
     "mixed + overflow fix, accuracy control (drop <= 0.01)": {"preset": "mixed", "overflow_fix": "enable",

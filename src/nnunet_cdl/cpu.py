@@ -54,6 +54,27 @@ def isa_cap(environ: dict[str, str] | None = None) -> str | None:
     return value or None
 
 
+VNNI_ISAS_AVX2 = frozenset({"AVX2_VNNI", "AVX2_VNNI_2"})
+"""Caps that keep VNNI where the CPU has AVX-VNNI (`avx_vnni`, the 256-bit form laptops have)."""
+VNNI_ISAS_AVX512 = frozenset({"AVX512_CORE_VNNI"}) | (BF16_ISAS - {"ALL", "DEFAULT"})
+"""Caps that keep VNNI where the CPU has AVX512-VNNI (`avx512_vnni`)."""
+
+
+def cpu_supports_vnni(environ: dict[str, str] | None = None) -> bool:
+    """True when int8 convolutions run on VNNI (`vpdpbusd`: u8 x s8 products summed straight into 32 bits) under
+    the instruction-set cap in force. Without VNNI x86 CPUs sum pairs of products in saturating 16 bits, so int8
+    models for them need 7-bit weights (NNCF's overflow fix)."""
+    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
+                      if line.startswith("flags")), []))
+    avx2_vnni, avx512_vnni = "avx_vnni" in flags, "avx512_vnni" in flags or "amx_int8" in flags
+    cap = isa_cap(environ)
+    if cap is None or cap in ("ALL", "DEFAULT"):
+        return avx2_vnni or avx512_vnni
+    if cap in VNNI_ISAS_AVX2:
+        return avx2_vnni
+    return cap in VNNI_ISAS_AVX512 and avx512_vnni
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bfloat16 arithmetic (x86 AVX512-BF16 / AMX, or arm64 with bf16) and no
     instruction-set cap (`isa_cap`) hides it."""

@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from nnunet_cdl.errors import CdlError
-from nnunet_cdl.inference import backends
+from nnunet_cdl.inference import backends, quantize
 from nnunet_cdl.inference.backends import build_backend, choose_backend, openvino_key
 from nnunet_cdl.consensus.scores import confusion_matrix
 from nnunet_cdl.inference.quantize import (
     INT8_RECIPE,
+    INT8_RECIPE_VNNI,
+    cached_int8_model,
     calibration_windows,
     int8_cache_dir,
     int8_gate_passed,
@@ -88,6 +90,25 @@ def test_int8_is_close_to_fp32_cached_and_gated(preprocessed: Path, tmp_path: Pa
     torch.save({"network_weights": net.state_dict()}, checkpoint)
     assert not int8_gate_passed(checkpoint, openvino_key(x.shape, checkpoint)), "a new checkpoint needs a new gate"
     assert backends.BACKENDS[-1] == "openvino-int8"
+
+
+def test_the_recipe_follows_vnni_and_a_model_quantised_with_vnni_is_not_used_without(
+        preprocessed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    net, x = small_net(), torch.randn(1, 1, *PATCH)
+    checkpoint = tmp_path / "fold_0" / "checkpoint_final.pth"
+    checkpoint.parent.mkdir()
+    torch.save({"network_weights": net.state_dict()}, checkpoint)
+    key = openvino_key(x.shape, checkpoint)
+    monkeypatch.setattr(quantize, "cpu_supports_vnni", lambda: True)
+    assert quantize.int8_recipe() == INT8_RECIPE_VNNI and INT8_RECIPE_VNNI["overflow_fix"] == "disable"
+    build_backend("openvino-int8", net, CPU, x, 1, checkpoint, preprocessed)
+    assert write_int8_gate(checkpoint, key, 0.995, {"cases": 2})
+    assert cached_int8_model(checkpoint, key) is not None and int8_gate_passed(checkpoint, key)
+    monkeypatch.setattr(quantize, "cpu_supports_vnni", lambda: False)
+    assert quantize.int8_recipe() == INT8_RECIPE and INT8_RECIPE["overflow_fix"] == "enable"
+    assert cached_int8_model(checkpoint, key) is None and not int8_gate_passed(checkpoint, key)
+    with pytest.raises(CdlError, match="needs calibration data"):  # 8-bit weights would saturate here: re-quantise
+        build_backend("openvino-int8", net, CPU, x, 1, checkpoint)
 
 
 def fake_quantised_inputs(model: object) -> dict[str, int]:

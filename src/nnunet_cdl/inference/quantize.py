@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunet_cdl.consensus.scores import confusion_matrix, organ_dice
+from nnunet_cdl.cpu import cpu_supports_vnni
 from nnunet_cdl.errors import CdlError
 from nnunet_cdl.io import atomic_directory, read_json, write_json
 
@@ -28,17 +29,26 @@ CALIBRATION_SAMPLING = "half on a random organ's voxel, half anywhere"
 INT8_GATE_DICE = 0.99
 """Smallest organ Dice of int8 against fp32 (held-out phantoms) for `--backend auto` to consider int8."""
 INT8_RECIPE = {"preset": "mixed", "overflow_fix": "enable", "float_types": ["MVN"]}
-"""NNCF's quantisation recipe, part of the cache and gate key. `mixed`: asymmetric activations (the inputs of most
-convolutions are LeakyReLU outputs, nearly all >= 0, which a symmetric range would spend half its levels on);
-`enable`: the overflow fix on every layer (7-bit weights), because x86 CPUs without VNNI (AVX2 laptops) multiply
-u8 by s8 with a saturating 16-bit sum, and the model is quantised once but may run on any CPU; `MVN` in floating
-point: NNCF would also quantise each convolution's output before its instance normalisation, an extra rounding
-that costs accuracy and, measured, no speed. docs/inference.md has the measurements."""
+"""NNCF's quantisation recipe for CPUs without VNNI, part of the cache and gate key. `mixed`: asymmetric
+activations (the inputs of most convolutions are LeakyReLU outputs, nearly all >= 0, which a symmetric range would
+spend half its levels on); `enable`: the overflow fix on every layer (7-bit weights), because x86 CPUs without
+VNNI (older AVX2 laptops) multiply u8 by s8 with a saturating 16-bit sum; `MVN` in floating point: NNCF would also
+quantise each convolution's output before its instance normalisation, an extra rounding that costs accuracy and,
+measured, no speed. docs/inference.md has the measurements."""
+INT8_RECIPE_VNNI = {**INT8_RECIPE, "overflow_fix": "disable"}
+"""The recipe where int8 runs on VNNI (`cpu.cpu_supports_vnni`): full 8-bit weights, which VNNI sums without
+saturating; closer to fp32. Because the recipe is part of the key, a model quantised so and copied to a CPU without
+VNNI is not used there but quantised again with `INT8_RECIPE`."""
+
+
+def int8_recipe() -> dict:
+    """The quantisation recipe for this CPU under the instruction-set cap in force."""
+    return INT8_RECIPE_VNNI if cpu_supports_vnni() else INT8_RECIPE
 
 
 def int8_key(key: dict) -> dict:
     """The key of an int8 model: its fp32 conversion key, the quantisation recipe and the calibration sample."""
-    return {**key, "int8_recipe": INT8_RECIPE,
+    return {**key, "int8_recipe": int8_recipe(),
             "int8_calibration": {"windows": CALIBRATION_WINDOWS, "seed": CALIBRATION_SEED,
                                  "sampling": CALIBRATION_SAMPLING}}
 
@@ -114,8 +124,9 @@ def min_organ_agreement(confusion: np.ndarray) -> float:
     return float(dice[present].min()) if present.any() else 1.0
 
 
-def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict = INT8_RECIPE) -> object:
-    """An NNCF int8 model of an OpenVINO fp32 model, calibrated on all of `windows` (1, C, *patch).
+def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict | None = None) -> object:
+    """An NNCF int8 model of an OpenVINO fp32 model, calibrated on all of `windows` (1, C, *patch), with `recipe`
+    (default: `int8_recipe()`, this CPU's).
 
     `recipe` keys: `preset` and `overflow_fix` (values as NNCF spells them); optional `fast_bias_correction`;
     `float_layers` (regular expressions of node names) and `float_types` (OpenVINO operation types, such as
@@ -127,6 +138,7 @@ def quantise(fp32_model: object, windows: list[np.ndarray], recipe: dict = INT8_
     """
     import nncf
 
+    recipe = int8_recipe() if recipe is None else recipe
     options = {
         "subset_size": len(windows),
         "preset": nncf.QuantizationPreset(recipe["preset"]),
