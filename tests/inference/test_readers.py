@@ -96,3 +96,17 @@ def test_no_float64_copy_of_the_volume(tmp_path) -> None:
         tracemalloc.stop()
         del result
     assert peaks["lean"] <= 6.5 * data.size < peaks["nnunet"], peaks
+
+
+@pytest.mark.parametrize("reader_class", READERS)
+def test_keep_integers_returns_the_stored_values_without_conversion(ct_files, reader_class) -> None:
+    floats, properties = read_images(reader_class(), ct_files["flipped"])
+    integers, integer_properties = read_images(reader_class(), ct_files["flipped"], keep_integers=True)
+    assert integers.dtype == np.int16 and np.array_equal(integers, floats)
+    assert integer_properties["spacing"] == properties["spacing"]
+    for key, affine in properties["nibabel_stuff"].items():
+        assert np.array_equal(integer_properties["nibabel_stuff"][key], affine), key
+    two, _ = read_images(reader_class(), ct_files["two_channels"], keep_integers=True)
+    assert two.dtype == np.int16 and np.array_equal(two, read_images(reader_class(), ct_files["two_channels"])[0])
+    scaled, _ = read_images(reader_class(), ct_files["scaled"], keep_integers=True)
+    assert scaled.dtype == np.float32  # a scaled file's values are not its stored integers

@@ -44,8 +44,9 @@ def series_as_nifti(series: DicomSeries, folder: str) -> list[str]:
     return [path]
 
 
-def read_case(predictor, files: CaseInput, record: CaseRecord) -> tuple[np.ndarray, dict]:
-    """Image (C, z, y, x) float32 and reader properties; `CdlError` naming the file on any problem.
+def read_case(predictor, files: CaseInput, record: CaseRecord, keep_integers: bool = False) -> tuple[np.ndarray, dict]:
+    """Image (C, z, y, x) float32 (with `keep_integers`, unscaled integer files in their stored type, as
+    `readers.read_images`) and reader properties; `CdlError` naming the file on any problem.
 
     Refused: missing, truncated or unreadable files, zero voxel sizes, shapes and voxel sizes no CT has (unless
     `settings.allow_any_size`), non-finite or constant values. Suspicious values are added to `record.warnings`.
@@ -55,7 +56,7 @@ def read_case(predictor, files: CaseInput, record: CaseRecord) -> tuple[np.ndarr
         with tempfile.TemporaryDirectory(prefix="nnunet-cdl-dicom-") as folder:
             converted = series_as_nifti(files, folder)
             try:
-                return read_case(predictor, converted, record)
+                return read_case(predictor, converted, record, keep_integers)
             except CdlError as exc:
                 raise CdlError(str(exc).replace(converted[0], f"{files.folder} (series {files.series_uid})")) from exc
     for path in files:
@@ -64,7 +65,7 @@ def read_case(predictor, files: CaseInput, record: CaseRecord) -> tuple[np.ndarr
             read_geometry(path)  # header checks: 3-D, one component, positive spacing
     reader = predictor.plans_manager.image_reader_writer_class()
     try:
-        data, properties = read_images(reader, files)
+        data, properties = read_images(reader, files, keep_integers)
     except Exception as exc:  # nnU-Net's readers raise assorted errors for unreadable or inconsistent files
         raise CdlError(f"{files[0]}: cannot read ({type(exc).__name__}: {exc})") from exc
     expected = predictor._input_channels()
@@ -84,15 +85,15 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
     """Run one case; returns the segmentation (z, y, x) in file axis order when `output_truncated` is None."""
     pm, cm = predictor.plans_manager, predictor.configuration_manager
     settings = predictor.settings
+    fast = settings.export == "fast" and fast_supported(cm)
     with record.stage("reading"):
-        data, properties = read_case(predictor, files, record)
+        data, properties = read_case(predictor, files, record, keep_integers=fast)
     full_shape = data.shape[1:]
     record.image_shape = [int(s) for s in full_shape]
     with record.stage("preprocessing"):
         box = predictor.crop_to_body(data, properties["spacing"])
         record.body_box = [[int(s.start), int(s.stop)] for s in box]
         crop = data[(slice(None), *box)]
-        fast = settings.export == "fast" and fast_supported(cm)
         spacing = [properties["spacing"][axis] for axis in pm.transpose_forward]
         linear_export = fast and exports_inplane_linear(cm.configuration, spacing)
         if fast:

@@ -77,25 +77,69 @@ def normalizer_class(scheme: str) -> type:
     return found
 
 
+POINTWISE_NORMALIZATIONS = frozenset({"CTNormalization", "NoNormalization", "RGBTo01Normalization"})
+"""nnU-Net's normalisation schemes that map every voxel on its own (no statistics of the image itself), so they
+can run on a chunk of planes at a time."""
+CHUNK_VOXELS = 1 << 23
+"""Input voxels normalised at a time by `normalise_and_resample` (32 MB of float32)."""
+
+
+def normalise_and_resample(image: np.ndarray, normalise, new_shape: Sequence[int]) -> np.ndarray:
+    """`resample_linear(normalise(image as float32))` for one channel (z, y, x) of any real dtype and a pointwise
+    `normalise` (float32 array -> float32 array, may work in place), without a float32 copy of the whole image:
+    the first axis `resample_linear` resamples (the most shrunk) is resampled chunk by chunk straight from the
+    normalised chunk, the same float32 operations in the same order, so the result is identical. `image` is
+    not modified."""
+    order = sorted(range(3), key=lambda a: new_shape[a] / image.shape[a])
+    first = order[0]
+    moved = np.moveaxis(image, first, 0)
+    size_in, size_out = moved.shape[0], int(new_shape[first])
+    low, high, weight = linear_taps(size_in, size_out)
+    out = np.empty((size_out, *moved.shape[1:]), dtype=np.float32)
+    plane = max(1, int(np.prod(moved.shape[1:])))
+    block = max(1, int(CHUNK_VOXELS / plane / max(1.0, size_in / size_out)))
+    for start in range(0, size_out, block):
+        stop = min(start + block, size_out)
+        if size_in == size_out:  # this axis keeps its size: normalise only
+            out[start:stop] = normalise(np.array(moved[start:stop], dtype=np.float32))
+            continue
+        first_in, last_in = int(low[start]), int(high[stop - 1])
+        chunk = normalise(np.array(moved[first_in : last_in + 1], dtype=np.float32))
+        result = np.take(chunk, low[start:stop] - first_in, axis=0)
+        upper = np.take(chunk, high[start:stop] - first_in, axis=0)
+        upper -= result
+        upper *= weight[start:stop, None, None]
+        result += upper
+        out[start:stop] = result
+    data = np.moveaxis(out, 0, first)[None]
+    for axis in order[1:]:
+        data = _linear_along(data, axis + 1, int(new_shape[axis]))
+    return np.ascontiguousarray(data[0])
+
+
 def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configuration_manager) -> tuple[np.ndarray, dict]:
-    """Image (C, z, y, x) in file axis order with nnU-Net reader properties -> network input (C, Z, Y, X) float32
-    and properties (adds shape_before_cropping, bbox_used_for_cropping, shape_after_cropping_and_before_resampling)."""
-    source = data
-    data = np.ascontiguousarray(data.transpose([0, *[i + 1 for i in plans_manager.transpose_forward]]), dtype=np.float32)
-    if np.shares_memory(data, source):  # normalisation works in place; the caller's image stays as it was
-        data = data.copy()
+    """Image (C, z, y, x) in file axis order (any real dtype; a CT's stored int16 too; not modified) with nnU-Net
+    reader properties -> network input (C, Z, Y, X) float32 and properties (adds shape_before_cropping,
+    bbox_used_for_cropping, shape_after_cropping_and_before_resampling). Pointwise normalisations
+    (`POINTWISE_NORMALIZATIONS`, CT's among them) run chunk by chunk with the first resampled axis
+    (`normalise_and_resample`); the others on a float32 copy of the channel."""
+    image = data.transpose([0, *[i + 1 for i in plans_manager.transpose_forward]])
     original_spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
-    shape = tuple(int(s) for s in data.shape[1:])
+    shape = tuple(int(s) for s in image.shape[1:])
     properties = dict(properties)
     properties["shape_before_cropping"] = shape
     properties["bbox_used_for_cropping"] = [[0, s] for s in shape]
     properties["shape_after_cropping_and_before_resampling"] = shape
-    intensities = plans_manager.foreground_intensity_properties_per_channel
-    for channel in range(data.shape[0]):
-        normalizer = normalizer_class(configuration_manager.normalization_schemes[channel])(
-            use_mask_for_norm=configuration_manager.use_mask_for_norm[channel],
-            intensityproperties=intensities[str(channel)],
-        )
-        data[channel] = normalizer.run(data[channel], None)
     new_shape = new_shape_for(shape, original_spacing, configuration_manager.spacing)
-    return resample_linear(data, new_shape), properties
+    intensities = plans_manager.foreground_intensity_properties_per_channel
+    out = np.empty((image.shape[0], *new_shape), dtype=np.float32)
+    for channel in range(image.shape[0]):
+        scheme = configuration_manager.normalization_schemes[channel]
+        normalizer = normalizer_class(scheme)(use_mask_for_norm=configuration_manager.use_mask_for_norm[channel],
+                                              intensityproperties=intensities[str(channel)])
+        if scheme in POINTWISE_NORMALIZATIONS:
+            out[channel] = normalise_and_resample(image[channel], lambda chunk: normalizer.run(chunk, None), new_shape)
+        else:
+            normalised = normalizer.run(np.array(image[channel], dtype=np.float32), None)
+            out[channel] = resample_linear(normalised[None], new_shape)[0]
+    return out, properties

@@ -21,11 +21,13 @@ def _lean_classes() -> tuple[type, ...]:
     return NibabelIO, NibabelIOWithReorient
 
 
-def read_images(reader, files: Sequence[str]) -> tuple[np.ndarray, dict]:
+def read_images(reader, files: Sequence[str], keep_integers: bool = False) -> tuple[np.ndarray, dict]:
     """`reader.read_images(files)`: (C, z, y, x) float32 and the reader's properties (spacing z, y, x in mm).
 
     For exactly `NibabelIO` / `NibabelIOWithReorient` the same result without float64 copies; files that disagree
-    in shape or spacing raise `RuntimeError`, as nnU-Net's readers do (the caller names the file).
+    in shape or spacing raise `RuntimeError`, as nnU-Net's readers do (the caller names the file). With
+    `keep_integers`, files that store integers unscaled (a CT's int16) come back in that integer type, the same
+    values (one file: no copy at all; `preprocess.fast_preprocess` converts them chunk by chunk).
     """
     nibabel_io, nibabel_io_with_reorient = _lean_classes()
     if type(reader) not in (nibabel_io, nibabel_io_with_reorient):
@@ -46,13 +48,18 @@ def read_images(reader, files: Sequence[str]) -> tuple[np.ndarray, dict]:
             image = image.as_reoriented(io_orientation(original_affine))
         spacing = [float(z) for z in image.header.get_zooms()[::-1]]
         stored = np.asanyarray(image.dataobj)
+        integers = keep_integers and np.issubdtype(stored.dtype, np.integer)
         if stack is None:
-            stack = np.empty((len(files), *stored.shape[::-1]), dtype=np.float32)
             first_spacing = spacing
             stuff = {"original_affine": original_affine}
             if reorient:
                 stuff["reoriented_affine"] = image.affine
-        elif stored.shape[::-1] != stack.shape[1:] or spacing != first_spacing:
+            if integers and len(files) == 1:  # the stored array itself with its axes reversed: no copy
+                return stored.transpose((2, 1, 0))[None], {"nibabel_stuff": stuff, "spacing": first_spacing}
+            stack = np.empty((len(files), *stored.shape[::-1]), dtype=stored.dtype if integers else np.float32)
+        elif np.issubdtype(stack.dtype, np.integer) and not np.can_cast(stored.dtype, stack.dtype):
+            stack = stack.astype(np.float32)
+        if stored.shape[::-1] != stack.shape[1:] or spacing != first_spacing:
             raise RuntimeError(f"{path}: shape {stored.shape[::-1]} / spacing {spacing} differ from the first "
                                f"channel's {stack.shape[1:]} / {first_spacing}")
         np.copyto(stack[index], stored.transpose((2, 1, 0)), casting="unsafe")
