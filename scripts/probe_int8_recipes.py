@@ -1,7 +1,7 @@
 """Which NNCF recipe keeps int8 closest to fp32: every recipe quantised in one run from the same calibration
 windows, compared on the same evaluation windows (organ Dice of the int8 argmax against the fp32 argmax, pooled
 over the windows, per organ), with seconds per window. A cheap window-level ranking before the case-level gate
-(scripts/bench_int8.py), which predicts whole phantoms with the recipe in use (`quantize.INT8_RECIPE`).
+(scripts/bench_int8.py), which predicts whole phantoms with the recipe in use (`quantize.int8_recipe()`).
 
     python scripts/probe_int8_recipes.py --calibration bench_work/reference/nnUNet_preprocessed/Dataset960_ReferencePhantoms/nnUNetPlansLightUNet_3d_fullres
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from nnunet_cdl.consensus.scores import confusion_matrix, organ_dice  # noqa: E402
 from nnunet_cdl.cpu import cpu_extensions, cpu_model_name  # noqa: E402
-from nnunet_cdl.inference.quantize import CALIBRATION_WINDOWS, INT8_RECIPE, calibration_windows, quantise  # noqa: E402
+from nnunet_cdl.inference.quantize import CALIBRATION_WINDOWS, calibration_windows, int8_recipe, quantise  # noqa: E402
 from nnunet_cdl.labels import NUM_CLASSES  # noqa: E402
 
 RECIPES = {
@@ -100,7 +100,8 @@ def main() -> int:
     reference = compile_f32(fp32, args.threads)
     reference_labels = [reference(w)[0].argmax(1) for w in evaluation]
     print(f"CPU {cpu_model_name()} ({', '.join(cpu_extensions())}); {len(calibration)} calibration windows "
-          f"(CALIBRATION_WINDOWS={CALIBRATION_WINDOWS}), {len(evaluation)} evaluation windows; in use: {INT8_RECIPE}",
+          f"(CALIBRATION_WINDOWS={CALIBRATION_WINDOWS}), {len(evaluation)} evaluation windows; "
+          f"in use on this CPU: {int8_recipe()}",
           flush=True)
     print("| recipe | min organ Dice | mean organ Dice | s / window | quantise s |\n| --- | ---: | ---: | ---: | ---: |")
     chosen = {label: r for label, r in RECIPES.items() if not args.only or any(t in label for t in args.only)}

@@ -4,7 +4,8 @@ training data, cached beside the checkpoint (`<checkpoint>.openvino-int8/`) and 
 Calibration: `CALIBRATION_WINDOWS` windows of the patch size from the preprocessed cases of the model's dataset
 (`$nnUNet_preprocessed/<dataset>/<data identifier>/`, nnU-Net's blosc2 files, or a folder given explicitly),
 chosen with a fixed seed: half centred on a voxel of a random organ of a random case (each organ the case holds
-equally likely), half at random places, as nnU-Net samples its training patches. The accuracy gate (`gate.json`,
+equally likely), half at random places, as nnU-Net samples its training patches. The recipe depends on whether
+int8 runs on VNNI here (`int8_recipe`: 8-bit weights with VNNI, 7-bit without). The accuracy gate (`gate.json`,
 written by scripts/bench_int8.py: organ Dice of int8 against fp32 on held-out phantoms) decides whether
 `--backend auto` may pick int8.
 """
