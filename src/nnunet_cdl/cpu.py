@@ -26,9 +26,15 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _cpu_flags() -> set[str]:
+    """The x86 feature flags of /proc/cpuinfo (empty where it is missing)."""
+    return set(next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
+                     if line.startswith("flags")), []))
+
+
 def cpu_extensions() -> list[str]:
     """Which of `SPEED_EXTENSIONS` this CPU has (empty where /proc/cpuinfo is missing)."""
-    flags = next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines() if line.startswith("flags")), [])
+    flags = _cpu_flags()
     return [name for name in SPEED_EXTENSIONS if name in flags]
 
 
@@ -64,8 +70,7 @@ def cpu_supports_vnni(environ: dict[str, str] | None = None) -> bool:
     """True when int8 convolutions run on VNNI (`vpdpbusd`: u8 x s8 products summed straight into 32 bits) under
     the instruction-set cap in force. Without VNNI x86 CPUs sum pairs of products in saturating 16 bits, so int8
     models for them need 7-bit weights (NNCF's overflow fix)."""
-    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
-                      if line.startswith("flags")), []))
+    flags = _cpu_flags()
     avx2_vnni, avx512_vnni = "avx_vnni" in flags, "avx512_vnni" in flags or "amx_int8" in flags
     cap = isa_cap(environ)
     if cap is None or cap in ("ALL", "DEFAULT"):

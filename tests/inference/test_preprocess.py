@@ -60,3 +60,17 @@ def test_fast_preprocess_gives_the_same_input_from_integers_and_floats(scheme, t
     assert props["shape_after_cropping_and_before_resampling"] == shape
     spacing = [properties["spacing"][t] for t in transpose]
     assert from_int.shape[1:] == tuple(int(round(s * k / n)) for s, k, n in zip(shape, spacing, [4.0, 1.2, 1.2]))
+
+
+def test_fast_preprocess_normalises_each_channel_by_its_own_scheme():
+    image = np.concatenate([ct_image(seed=3), ct_image(seed=4)])
+    properties = {"spacing": [2.5, 0.8, 0.9]}
+    plans, configuration = managers("CTNormalization")
+    plans.foreground_intensity_properties_per_channel = {"0": CT_PROPERTIES["0"], "1": CT_PROPERTIES["0"]}
+    configuration.normalization_schemes = ["CTNormalization", "ZScoreNormalization"]
+    configuration.use_mask_for_norm = [False, False]
+    both, _ = fast_preprocess(image, properties, plans, configuration)
+    singles = [fast_preprocess(image[[c]], properties, *managers(scheme))[0][0]
+               for c, scheme in enumerate(configuration.normalization_schemes)]
+    assert both.shape == (2, *singles[0].shape)
+    assert np.array_equal(both[0], singles[0]) and np.array_equal(both[1], singles[1])

@@ -132,14 +132,14 @@ def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configura
     properties["shape_after_cropping_and_before_resampling"] = shape
     new_shape = new_shape_for(shape, original_spacing, configuration_manager.spacing)
     intensities = plans_manager.foreground_intensity_properties_per_channel
-    out = np.empty((image.shape[0], *new_shape), dtype=np.float32)
+    channels = []
     for channel in range(image.shape[0]):
         scheme = configuration_manager.normalization_schemes[channel]
         normalizer = normalizer_class(scheme)(use_mask_for_norm=configuration_manager.use_mask_for_norm[channel],
                                               intensityproperties=intensities[str(channel)])
         if scheme in POINTWISE_NORMALIZATIONS:
-            out[channel] = normalise_and_resample(image[channel], lambda chunk: normalizer.run(chunk, None), new_shape)
+            channels.append(normalise_and_resample(image[channel], lambda chunk: normalizer.run(chunk, None), new_shape))
         else:
             normalised = normalizer.run(np.array(image[channel], dtype=np.float32), None)
-            out[channel] = resample_linear(normalised[None], new_shape)[0]
-    return out, properties
+            channels.append(resample_linear(normalised[None], new_shape)[0])
+    return (channels[0][None] if len(channels) == 1 else np.stack(channels)), properties
