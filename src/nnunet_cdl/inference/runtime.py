@@ -190,8 +190,8 @@ class OpenVinoWindow:
         self.output = self.compiled.output(0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        result = self.request.infer({0: x})
-        return np.array(result[self.output], dtype=np.float32)
+        result = self.request.infer({0: x})  # share_outputs=False: its outputs are fresh arrays, no second copy
+        return np.asarray(result[self.output], dtype=np.float32)
 
 
 def runtime_info_file(checkpoint: Path) -> Path:
