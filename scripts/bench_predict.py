@@ -186,7 +186,7 @@ def perfect_model_windows(padded: np.ndarray, patch: tuple[int, ...], record: di
         run_result = run_plan(padded, plan, variant, oracle, classes, use_gaussian=False)
         dice = organ_dice(run_result.labels, padded[0].astype(np.uint8))
         result |= {f"run{suffix}": run_result.windows_run, f"skipped{suffix}": run_result.windows_skipped,
-                   f"mean_dice_vs_truth{suffix}": round(float(np.mean(list(dice.values()) or [1.0])), 4)}
+                   f"mean_dice_vs_truth{suffix}": mean_organ_dice(dice)}
     return {**result, "grid": run_result.grid}
 
 
@@ -231,8 +231,7 @@ def add_postprocessed_stock(row: dict, ours_labels: np.ndarray, stock_labels: np
     cleaned = remove_small_components(stock_labels, rules.keep_largest_labels, rules.min_component_voxels,
                                       rules.connectivity) if rules.enabled else stock_labels
     row["dice_vs_stock_postprocessed"] = organ_dice(ours_labels, cleaned)
-    row["mean_dice_vs_stock_postprocessed"] = round(
-        float(np.mean(list(row["dice_vs_stock_postprocessed"].values()) or [1.0])), 4)
+    row["mean_dice_vs_stock_postprocessed"] = mean_organ_dice(row["dice_vs_stock_postprocessed"])
 
 
 def rescore(work: Path) -> None:
@@ -434,7 +433,7 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
             row["stock"] = predict(label, model, case_dir, work / "out" / label / f"{case}_stock", "full", args, [])
             stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
             row["dice_vs_stock"] = organ_dice(ours_labels, stock_labels)
-            row["mean_dice_vs_stock"] = round(float(np.mean(list(row["dice_vs_stock"].values()) or [1.0])), 4)
+            row["mean_dice_vs_stock"] = mean_organ_dice(row["dice_vs_stock"])
             add_postprocessed_stock(row, ours_labels, stock_labels)
             if truth is not None:
                 row["stock_dice_vs_truth"] = organ_dice(stock_labels, truth)
@@ -455,12 +454,17 @@ def bench_model(label: str, model: Path, cases: dict[str, Path], work: Path, arg
             if "stock" in row:
                 stock_labels, _ = read_labels(work / "out" / label / f"{case}_stock" / f"{case}.nii.gz")
                 dice = organ_dice(variant_labels, stock_labels)
-                result["mean_dice_vs_stock"] = round(float(np.mean(list(dice.values()) or [1.0])), 4)
+                result["mean_dice_vs_stock"] = mean_organ_dice(dice)
             if truth is not None:
                 result["dice_vs_truth"] = organ_dice(variant_labels, truth)
             row.setdefault("variants", {})[name] = result
             print(json.dumps({"case": case, "variant": name, **result}), flush=True)
             save()
+
+
+def mean_organ_dice(dice: dict[str, float]) -> float:
+    """Mean of per-organ Dice values, rounded to 4 places (1.0 when no organ is in either map)."""
+    return round(float(np.mean(list(dice.values()) or [1.0])), 4)
 
 
 def mean(values) -> str:

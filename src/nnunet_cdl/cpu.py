@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -11,7 +12,9 @@ SPEED_EXTENSIONS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
 """Instruction-set extensions that decide how fast the networks run on a CPU (reported with measurements)."""
 
 
+@functools.lru_cache(maxsize=1)
 def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process (empty where it is missing)."""
     try:
         return Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
