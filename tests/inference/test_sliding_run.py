@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnunet_cdl.inference.sliding import gaussian_weights, pad_to_patch, run_plan
+from nnunet_cdl.inference.sliding import argmax_labels, gaussian_weights, pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import TilingRules, plan_tiling
 
 PATCH = (8, 16, 16)
@@ -130,3 +130,17 @@ def test_boundary_logits_are_the_dense_logits_at_label_boundaries():
     assert sum(index.size for index in kept.logits.index) < labels.size / 4
     with pytest.raises(ValueError, match="exclude each other"):
         run_plan(data, plan, rules, oracle([]), K, keep_logits=True, boundary_logits=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_argmax_labels_equals_numpy_ties_included(dtype):
+    scores = np.random.default_rng(3).integers(-2, 3, size=(K, 5, 6, 7)).astype(dtype)  # many ties
+    scores[:, 0, 0, 0] = 1  # every class tied: class 0
+    labels = argmax_labels(scores)
+    assert labels.dtype == np.uint8 and np.array_equal(labels, scores.argmax(0))
+    assert labels[0, 0, 0] == 0
+
+
+def test_argmax_labels_refuses_more_classes_than_uint8_holds():
+    with pytest.raises(ValueError, match="257 classes"):
+        argmax_labels(np.zeros((257, 2, 2), dtype=np.float32))

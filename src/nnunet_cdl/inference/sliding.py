@@ -78,6 +78,22 @@ def gaussian_weights(patch: tuple[int, int, int], sigma_scale: float = 1.0 / 8) 
     return np.maximum(weights, np.float32(1e-3)).astype(np.float32)
 
 
+def argmax_labels(scores: np.ndarray) -> np.ndarray:
+    """`scores.argmax(0)` as uint8 for (K, ...) scores with K <= 256, ties to the lower class as numpy breaks
+    them; a running maximum over the classes, about twice as fast as numpy's strided argmax over the first axis
+    of a window's logits."""
+    if scores.shape[0] > 256:
+        raise ValueError(f"{scores.shape[0]} classes do not fit uint8 labels")
+    best = scores[0].copy()
+    labels = np.zeros(scores.shape[1:], dtype=np.uint8)
+    greater = np.empty(scores.shape[1:], dtype=bool)
+    for k in range(1, scores.shape[0]):
+        np.greater(scores[k], best, out=greater)
+        labels[greater] = k
+        np.maximum(best, scores[k], out=best)
+    return labels
+
+
 def pad_to_patch(data: np.ndarray, patch: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
     """Zero-pad the spatial axes of `data` (C, Z, Y, X) to at least `patch`, the extra split as nnU-Net's
     `pad_nd_image` splits it (half before, the odd voxel after). Returns the padded array and the slicer that
@@ -107,7 +123,7 @@ class _ZStream:
         if count <= 0:
             return
         acc, wsum = self.acc[:, :count], self.wsum[:count]
-        labels = acc.argmax(0).astype(np.uint8)
+        labels = argmax_labels(acc)
         self.labels[self.z0 : self.z0 + count] = labels
         if self.logits is not None:
             logits = acc / np.maximum(wsum, np.float32(1e-8))
@@ -190,7 +206,7 @@ def run_plan(
     if rules.locate_first:
         for slab in plan.slabs:
             prediction = predict(slab.center)
-            centers[slab.index] = (prediction.astype(np.float16), prediction.argmax(0).astype(np.uint8))
+            centers[slab.index] = (prediction.astype(np.float16), argmax_labels(prediction))
         column = center_column(plan.slabs, [centers[slab.index][1] for slab in plan.slabs], shape[0])
         located = located_organs(column, rules.locate_min_fraction)
 
@@ -205,7 +221,7 @@ def run_plan(
             continue
         if located is None:
             prediction = predict(slab.center)
-            center_labels = deciding_labels = prediction.argmax(0)
+            center_labels = deciding_labels = argmax_labels(prediction)
         else:
             stored, center_labels = centers.pop(slab.index)
             prediction = stored.astype(np.float32)
