@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nnunet_cdl.inference import sliding
 from nnunet_cdl.inference.sliding import argmax_labels, gaussian_weights, pad_to_patch, run_plan
 from nnunet_cdl.inference.tiling import TilingRules, plan_tiling
 
@@ -144,3 +145,32 @@ def test_argmax_labels_equals_numpy_ties_included(dtype):
 def test_argmax_labels_refuses_more_classes_than_uint8_holds():
     with pytest.raises(ValueError, match="257 classes"):
         argmax_labels(np.zeros((257, 2, 2), dtype=np.float32))
+
+
+def smooth_network(x: np.ndarray) -> np.ndarray:
+    """Logits (K, pz, py, px) that depend on each input voxel only: K different smooth functions of it."""
+    return np.stack([np.sin(x[0, 0] * (k + 1) / 3) for k in range(K)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("step", [0.25, 0.5, 1.0])
+@pytest.mark.parametrize("locate_first, kept_centers", [(False, None), (True, np.float32), (True, np.float16)])
+def test_streamed_accumulation_equals_a_whole_volume_sum(step, locate_first, kept_centers, monkeypatch):
+    if kept_centers is np.float16:
+        monkeypatch.setattr(sliding, "KEPT_CENTERS_FLOAT32_BYTES", 0)
+    data = np.random.default_rng(5).normal(size=(1, 30, 40, 48)).astype(np.float32) * 4
+    rules = TilingRules(empty_center_voxels=0, tube_rule=False, locate_first=locate_first)
+    plan = plan_tiling(data.shape[1:], PATCH, step, rules)
+    weights = gaussian_weights(PATCH)
+    acc = np.zeros((K, *data.shape[1:]), dtype=np.float32)
+    wsum = np.zeros(data.shape[1:], dtype=np.float32)
+    for slab in plan.slabs:
+        for window in slab.windows:
+            logits = smooth_network(data[(slice(None), *window.slicer())][None])
+            if kept_centers is np.float16 and window.role == "center":
+                logits = logits.astype(np.float16).astype(np.float32)  # kept as float16 until their slab
+            acc[(slice(None), *window.slicer())] += logits * weights
+            wsum[window.slicer()] += weights
+    result = run_plan(data, plan, rules, smooth_network, K, keep_logits=True)
+    assert result.windows_run == plan.num_windows
+    assert np.array_equal(result.labels, argmax_labels(acc))
+    assert np.array_equal(result.logits, (acc / wsum).astype(np.float16))

@@ -66,12 +66,13 @@ class LeanPredictor(FolderPrediction):
         return num_segmentation_heads(self.dataset_json)
 
     def window_fn(self):
-        """(1, C, pz, py, px) -> (K, pz, py, px) logits (float32), averaged over folds."""
+        """(1, C, pz, py, px) -> (K, pz, py, px) logits (float32), averaged over folds; each fold's model writes
+        into two buffers in turn (`sliding.WindowFn`'s contract)."""
         if self._windows is None:
             if self.auto_measurement is not None:
                 self.log(auto_backend_line(self.auto_measurement, self.models_checkpoint))
             self._windows = [OpenVinoWindow(model, self.backend_name == "openvino-bf16", self.settings.threads,
-                                            compiled_cache_dir(model)) for model in self.models]
+                                            compiled_cache_dir(model), output_buffers=2) for model in self.models]
         windows = self._windows
 
         def predict(x: np.ndarray) -> np.ndarray:

@@ -3,13 +3,14 @@
 Only a (classes, patch_z, y, x) accumulator lives in memory: once the next slab starts at z, every plane below z
 is final and is reduced to labels (and, on request, to logits: all of them, or only at label boundaries, where the
 in-plane linear export reads them); with locate-first tiling the center windows run
-before the rest and their logits wait (float16) for their slab. Pure numpy (no torch, so the OpenVINO command
+before the rest and their logits wait for their slab. Pure numpy (no torch, so the OpenVINO command
 path never imports it); the network is a callable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +18,8 @@ import numpy as np
 from nnunet_cdl.inference.boundary import BoundaryLogits, boundary_pixels
 from nnunet_cdl.inference.locate import center_column, located_organs
 from nnunet_cdl.inference.tiling import (
+    Slab,
+    SlabDecision,
     TilingPlan,
     TilingRules,
     Window,
@@ -26,7 +29,13 @@ from nnunet_cdl.inference.tiling import (
 )
 
 WindowFn = Callable[[np.ndarray], np.ndarray]
-"""(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits, an array the caller may scale in place."""
+"""(1, C, pz, py, px) float32 input -> (K, pz, py, px) float32 logits, an array the caller may scale in place and
+that must stay valid until the call after next (`run_plan` asks for the next window before it is done with this
+one; it never holds two)."""
+
+KEPT_CENTERS_FLOAT32_BYTES = 1 << 30
+"""Locate-first keeps every center window's logits until its slab: as float32 up to this many bytes in all (the
+300-slice phantom: 10 windows, 440 MB), as float16 above (half the memory, two conversions per window)."""
 
 UNCOVERED_BACKGROUND_LOGIT = 10.0
 """Logit given to background where no window ran, so probabilities there say background."""
@@ -117,6 +126,7 @@ class _ZStream:
         self.labels = np.zeros(shape, dtype=np.uint8)
         self.logits = np.zeros((num_classes, *shape), dtype=np.float16) if keep_logits else None
         self.boundary = BoundaryLogits((num_classes, *shape)) if boundary_logits else None
+        self.scratch: np.ndarray | None = None
 
     def _finalise(self, count: int) -> None:
         count = min(count, self.shape[0] - self.z0)
@@ -145,18 +155,23 @@ class _ZStream:
         self._finalise(shift)
         keep = max(0, self.patch[0] - shift)
         if keep:
-            self.acc[:, :keep] = self.acc[:, shift:].copy()
-            self.wsum[:keep] = self.wsum[shift:].copy()
+            self.acc[:, :keep] = self.acc[:, shift:]  # numpy copies through a temporary only where the two overlap
+            self.wsum[:keep] = self.wsum[shift:]
         self.acc[:, keep:] = 0
         self.wsum[keep:] = 0
         self.z0 = z
 
     def add(self, window: Window, prediction: np.ndarray, weights: np.ndarray) -> None:
-        """Accumulate a window's logits (K, pz, py, px) float32, which are scaled by `weights` in place (no
-        temporary the size of a window's logits)."""
+        """Accumulate a window's logits (K, pz, py, px): float32 ones are scaled by `weights` in place, float16
+        ones (kept center windows) into a reused float32 buffer, in one pass either way."""
         z = window.start[0] - self.z0
         ys, xs = window.slicer()[1:]
-        np.multiply(prediction, weights, out=prediction)
+        if prediction.dtype == np.float32:
+            np.multiply(prediction, weights, out=prediction)
+        else:
+            if self.scratch is None:
+                self.scratch = np.empty(prediction.shape, dtype=np.float32)
+            prediction = np.multiply(prediction, weights, out=self.scratch)
         self.acc[:, z : z + window.size[0], ys, xs] += prediction
         self.wsum[z : z + window.size[0], ys, xs] += weights
 
@@ -177,12 +192,13 @@ def run_plan(
 ) -> SlidingResult:
     """Predict a padded image `data` (C, Z, Y, X) float32 window by window in plan order, center first per slab.
 
-    With `rules.locate_first`, every slab's center window runs first (their logits kept as float16 until their
-    slab is accumulated) and each slab is decided from the organs located in the center column; otherwise from
-    its own center window. Returns labels (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits
-    (K, Z, Y, X) float16, or with `boundary_logits` the same logits only at label boundaries (`BoundaryLogits`,
-    what the in-plane linear export reads); voxels that no run window covered are background. `on_window` is
-    called after every network call (progress).
+    With `rules.locate_first`, every slab's center window runs first (their logits kept until their slab is
+    accumulated) and each slab is decided from the organs located in the center column; otherwise from
+    its own center window. Wherever the next windows are known, the network runs one window ahead in a worker
+    thread while this one accumulates (same order, same sums: the output does not change). Returns labels
+    (Z, Y, X) and, with `keep_logits`, Gaussian-averaged logits (K, Z, Y, X) float16, or with `boundary_logits`
+    the same logits only at label boundaries (`BoundaryLogits`, what the in-plane linear export reads); voxels
+    that no run window covered are background. `on_window` is called after every network call (progress).
     """
     shape = tuple(int(s) for s in data.shape[1:])
     if shape != plan.image_shape:
@@ -193,53 +209,97 @@ def run_plan(
     stream = _ZStream(shape, plan.patch, num_classes, keep_logits, boundary_logits)  # type: ignore[arg-type]
     result = SlidingResult(stream.labels, None, plan.grid, plan.num_windows)
 
-    def predict(window: Window) -> np.ndarray:
+    def network(window: Window) -> np.ndarray:
         patch = np.ascontiguousarray(data[(slice(None), *window.slicer())][None], dtype=np.float32)
-        prediction = np.require(window_fn(patch), np.float32, ["C", "W"])
-        result.windows_run += 1
-        if on_window is not None:
-            on_window()
-        return prediction
+        return np.require(window_fn(patch), np.float32, ["C", "W"])
 
-    centers: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    located = None
-    if rules.locate_first:
-        for slab in plan.slabs:
-            prediction = predict(slab.center)
-            centers[slab.index] = (prediction.astype(np.float16), argmax_labels(prediction))
-        column = center_column(plan.slabs, [centers[slab.index][1] for slab in plan.slabs], shape[0])
-        located = located_organs(column, rules.locate_min_fraction)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cdl-window") as worker:
 
-    previous: str | None = None
-    for slab in plan.slabs:
-        stream.advance(slab.center.start[0])
-        center_box = tuple(zip(slab.center.start, slab.center.stop))
-        if skip_whole_slab(previous, rules):
-            result.windows_skipped += len(slab.windows)
-            result.slabs.append(SlabOutcome("skipped", center_box, 0, {}))
-            previous = "skipped"
-            continue
-        if located is None:
-            prediction = predict(slab.center)
-            center_labels = deciding_labels = argmax_labels(prediction)
+        def predictions(windows: Iterable[Window]) -> Iterator[np.ndarray]:
+            """Logits of `windows` in order; the first starts now, and each next one while the caller uses the
+            one before."""
+            queue = list(windows)
+            pending = [worker.submit(network, queue[0])] if queue else []
+
+            def results() -> Iterator[np.ndarray]:
+                for following in queue[1:] + [None]:
+                    prediction = pending.pop().result()
+                    if following is not None:
+                        pending.append(worker.submit(network, following))
+                    result.windows_run += 1
+                    if on_window is not None:
+                        on_window()
+                    yield prediction
+
+            return results() if queue else iter(())
+
+        if rules.locate_first:
+            _run_located(plan, rules, num_classes, stream, weights, result, predictions)
         else:
-            stored, center_labels = centers.pop(slab.index)
-            prediction = stored.astype(np.float32)
-            deciding_labels = located[slab.center.slicer()[0]]
-        stream.add(slab.center, prediction, weights)
-        counts = np.bincount(deciding_labels.ravel(), minlength=num_classes).tolist()
-        contacts = tube_edge_contacts(deciding_labels, rules.tube_labels) if rules.tube_rule else {}
-        decision = decide_others(slab, counts, contacts, rules)
-        for window in decision.run:
-            stream.add(window, predict(window), weights)
-        result.windows_skipped += len(slab.others) - len(decision.run)
-        result.slabs.append(SlabOutcome(decision.reason, center_box, 1 + len(decision.run),
-                                        organ_voxels(center_labels, num_classes),
-                                        None if located is None else organ_voxels(deciding_labels, num_classes)))
-        previous = decision.reason
+            _run_center_decided(plan, rules, num_classes, stream, weights, result, predictions)
     stream.finish()
     result.logits = stream.logits if stream.boundary is None else stream.boundary
     return result
+
+
+Predictions = Callable[[Iterable[Window]], Iterator[np.ndarray]]
+
+
+def _decide(slab: Slab, deciding_labels: np.ndarray, rules: TilingRules, num_classes: int) -> SlabDecision:
+    counts = np.bincount(deciding_labels.ravel(), minlength=num_classes).tolist()
+    contacts = tube_edge_contacts(deciding_labels, rules.tube_labels) if rules.tube_rule else {}
+    return decide_others(slab, counts, contacts, rules)
+
+
+def _run_located(plan: TilingPlan, rules: TilingRules, num_classes: int, stream: _ZStream, weights: np.ndarray,
+                 result: SlidingResult, predictions: Predictions) -> None:
+    """Locate-first: all center windows, the organs of the center column, then every slab's decided windows
+    (all known in advance, so the network never waits for the accumulation). The center windows' logits wait
+    for their slab as float32 while all of them fit in `KEPT_CENTERS_FLOAT32_BYTES`, else as float16."""
+    kept = np.float32 if len(plan.slabs) * num_classes * np.prod(plan.patch) * 4 <= KEPT_CENTERS_FLOAT32_BYTES \
+        else np.float16
+    centers = [(prediction.astype(kept), argmax_labels(prediction))
+               for prediction in predictions(slab.center for slab in plan.slabs)]
+    column = center_column(plan.slabs, [labels for _, labels in centers], plan.image_shape[0])
+    located = located_organs(column, rules.locate_min_fraction)
+    decisions = [_decide(slab, located[slab.center.slicer()[0]], rules, num_classes) for slab in plan.slabs]
+    others = predictions(window for decision in decisions for window in decision.run)
+    for slab, (stored, center_labels), decision in zip(plan.slabs, centers, decisions):
+        stream.advance(slab.center.start[0])
+        stream.add(slab.center, stored, weights)
+        for window in decision.run:
+            stream.add(window, next(others), weights)
+        result.windows_skipped += len(slab.others) - len(decision.run)
+        result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run),
+                                        organ_voxels(center_labels, num_classes),
+                                        organ_voxels(located[slab.center.slicer()[0]], num_classes)))
+
+
+def _run_center_decided(plan: TilingPlan, rules: TilingRules, num_classes: int, stream: _ZStream,
+                        weights: np.ndarray, result: SlidingResult, predictions: Predictions) -> None:
+    """Each slab decided by its own center window (and CDL-UNet's skip of the slab after an empty one)."""
+    previous: str | None = None
+    for slab in plan.slabs:
+        stream.advance(slab.center.start[0])
+        if skip_whole_slab(previous, rules):
+            result.windows_skipped += len(slab.windows)
+            result.slabs.append(SlabOutcome("skipped", _box(slab.center), 0, {}))
+            previous = "skipped"
+            continue
+        prediction = next(predictions([slab.center]))
+        center_labels = argmax_labels(prediction)
+        stream.add(slab.center, prediction, weights)
+        decision = _decide(slab, center_labels, rules, num_classes)
+        for window, logits in zip(decision.run, predictions(decision.run)):
+            stream.add(window, logits, weights)
+        result.windows_skipped += len(slab.others) - len(decision.run)
+        result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run),
+                                        organ_voxels(center_labels, num_classes)))
+        previous = decision.reason
+
+
+def _box(window: Window) -> tuple[tuple[int, int], ...]:
+    return tuple(zip(window.start, window.stop))
 
 
 def organ_voxels(labels: np.ndarray, num_classes: int) -> dict[int, int]:
