@@ -61,7 +61,7 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
     out, record = tmp_path / "out", tmp_path / "record"
     argv = ["predict", "-i", str(folder), "-o", str(out), "-m", str(trained_light_unet.model_folder), "-f", "0",
             "--threads", "2", "--record", str(record), "--backend", "torch-fp32", "--disable_progress_bar",
-            "-step_size", "0.6"]
+            "-step_size", "0.6", "--grid", "coarse"]
     assert cli_main(argv) == 2
     err = capsys.readouterr().err
     assert "2 of 4 case(s) failed: broken, flat" in err
@@ -70,6 +70,7 @@ def test_predict_cli_geometry_errors_records(trained_light_unet, inputs, tmp_pat
         assert_same_grid(out / f"{case}.nii.gz", image)
         data = json.loads((record / f"{case}.json").read_text())
         assert data["status"] == "ok" and data["windows"]["run"] >= 1 and data["windows"]["step_size"] == 0.6
+        assert data["windows"]["grid"] == "coarse"
         slabs = data["windows"]["per_slab"]
         assert sum(s["windows_run"] for s in slabs) == data["windows"]["run"]
         assert [s["reason"] for s in slabs].count("foreground") == data["windows"]["slabs"].get("foreground", 0)

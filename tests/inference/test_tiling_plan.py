@@ -63,6 +63,14 @@ def test_fine_grid_is_3x3_and_coarse_is_center_plus_4_corners():
     assert corners == {(0, 0), (0, 300 - 192), (200 - 128, 0), (200 - 128, 300 - 192)}
 
 
+def test_grid_fine_or_coarse_overrides_the_window_estimate():
+    assert plan_tiling((60, 200, 300), PATCH, 0.5, TilingRules(grid="coarse")).grid == "coarse"
+    big = plan_tiling((400, 200, 300), PATCH, 0.5, TilingRules(grid="fine", fine_max_windows=0))
+    assert big.grid == "fine" and big.num_windows == big.estimated_fine_windows
+    with pytest.raises(ValueError, match="grid must be one of auto, fine, coarse"):
+        TilingRules(grid="dense")
+
+
 def test_coarse_z_step_sets_slab_spacing():
     plan = plan_tiling((320, 128, 192), PATCH, 0.5, TilingRules(fine_max_windows=0, coarse_z_step=1.0))
     assert [s.center.start[0] for s in plan.slabs] == list(range(0, 320 - 32 + 1, 32))

@@ -17,6 +17,11 @@ import numpy as np
 
 Shape3 = tuple[int, int, int]
 
+GRIDS = ("auto", "fine", "coarse")
+"""`TilingRules.grid`: fine = nnU-Net's positions at the step size, at least `fine_min_positions` per in-plane axis,
+center included; coarse = the fewest in-plane windows that cover the image plus the center one, z at
+`coarse_z_step`."""
+
 EDGES = ("front", "back", "left", "right")
 """In-plane window edges: front = low y, back = high y, left = low x, right = high x (array order)."""
 
@@ -29,8 +34,11 @@ class TilingRules:
     """A center window with fewer foreground voxels than this counts as empty: its slab's other windows are skipped."""
     skip_slab_after_empty: bool = False
     """CDL-UNet's rule: also skip the whole next slab after an empty one (at most one slab per empty one)."""
+    grid: str = "auto"
+    """auto: the fine grid while its estimated window count stays at or under `fine_max_windows`, the coarse grid
+    above; fine or coarse: always that grid."""
     fine_max_windows: int = 120
-    """Fine grid while its estimated window count stays at or under this; coarse grid above."""
+    """With grid auto: the fine grid while its estimated window count stays at or under this; coarse above."""
     fine_min_positions: int = 3
     """The fine in-plane grid has at least this many positions per axis (3 -> 3x3)."""
     coarse_z_step: float = 0.5
@@ -47,6 +55,8 @@ class TilingRules:
     one are not organs (1.0: the largest component only)."""
 
     def __post_init__(self) -> None:
+        if self.grid not in GRIDS:
+            raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
         if self.locate_first and self.skip_slab_after_empty:
             raise ValueError("locate_first runs every slab's center window: it cannot be combined with "
                              "skip_slab_after_empty")
@@ -161,7 +171,7 @@ def plan_tiling(image_shape: Sequence[int], patch: Sequence[int], step: float, r
     fine_x = fine_axis(shape[2], psize[2], step, rules.fine_min_positions)
     fine_z = axis_positions(shape[0], psize[0], step)
     estimate = len(fine_z) * len(fine_y) * len(fine_x)
-    if estimate <= rules.fine_max_windows:
+    if rules.grid == "fine" or (rules.grid == "auto" and estimate <= rules.fine_max_windows):
         grid, zs, ys, xs = "fine", fine_z, fine_y, fine_x
     else:
         grid = "coarse"
