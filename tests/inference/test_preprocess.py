@@ -27,14 +27,15 @@ def test_resample_linear_is_torchs_trilinear(new_shape):
     assert np.allclose(resample_linear(data, new_shape), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("new_shape", [(9, 17, 40), (23, 12, 29), (40, 31, 10), (23, 31, 29)])
-def test_chunked_normalise_and_resample_equals_the_whole_image_path(monkeypatch, new_shape):
+def test_chunked_normalise_and_resample_equals_the_whole_image_path(monkeypatch, new_shape, threads):
     monkeypatch.setattr(preprocess, "CHUNK_VOXELS", 2000)  # many chunks
     image = ct_image()[0]
     before = image.copy()
     normalizer = normalizer_class("CTNormalization")(use_mask_for_norm=False, intensityproperties=CT_PROPERTIES["0"])
     expected = resample_linear(normalizer.run(image.astype(np.float32), None)[None], new_shape)[0]
-    got = normalise_and_resample(image, lambda chunk: normalizer.run(chunk, None), new_shape)
+    got = normalise_and_resample(image, lambda chunk: normalizer.run(chunk, None), new_shape, threads)
     assert got.dtype == np.float32 and np.array_equal(got, expected)
     assert np.array_equal(image, before)
 

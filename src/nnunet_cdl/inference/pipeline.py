@@ -97,7 +97,7 @@ def predict_case(predictor, files: CaseInput, output_truncated: str | None, save
         spacing = [properties["spacing"][axis] for axis in pm.transpose_forward]
         linear_export = fast and exports_inplane_linear(cm.configuration, spacing)
         if fast:
-            network_input, net_properties = fast_preprocess(crop, properties, pm, cm)
+            network_input, net_properties = fast_preprocess(crop, properties, pm, cm, settings.threads)
         else:
             preprocessor = cm.preprocessor_class(verbose=False)
             array, _, net_properties = preprocessor.run_case_npy(

@@ -9,6 +9,7 @@ works with nnU-Net's `PlansManager` / `ConfigurationManager` and with `plans_vie
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -84,12 +85,13 @@ CHUNK_VOXELS = 1 << 23
 """Input voxels normalised at a time by `normalise_and_resample` (32 MB of float32)."""
 
 
-def normalise_and_resample(image: np.ndarray, normalise, new_shape: Sequence[int]) -> np.ndarray:
-    """`resample_linear(normalise(image as float32))` for one channel (z, y, x) of any real dtype and a pointwise
-    `normalise` (float32 array -> float32 array, may work in place), without a float32 copy of the whole image:
-    the first axis `resample_linear` resamples (the most shrunk) is resampled chunk by chunk straight from the
-    normalised chunk, the same float32 operations in the same order, so the result is identical. `image` is
-    not modified."""
+def normalise_and_resample(image: np.ndarray, normalise, new_shape: Sequence[int], threads: int = 1) -> np.ndarray:
+    """`resample_linear(normalise(image as float32))` for one channel (z, y, x) of any real dtype and a pointwise,
+    thread-safe `normalise` (float32 array -> float32 array, may work in place), without a float32 copy of the
+    whole image: the first axis `resample_linear` resamples (the most shrunk) is resampled chunk by chunk straight
+    from the normalised chunk, `threads` chunks at a time (numpy releases the GIL; each chunk writes its own output
+    planes), the same float32 operations in the same order, so the result is identical. `image` is not
+    modified."""
     order = sorted(range(3), key=lambda a: new_shape[a] / image.shape[a])
     first = order[0]
     moved = np.moveaxis(image, first, 0)
@@ -98,11 +100,12 @@ def normalise_and_resample(image: np.ndarray, normalise, new_shape: Sequence[int
     out = np.empty((size_out, *moved.shape[1:]), dtype=np.float32)
     plane = max(1, int(np.prod(moved.shape[1:])))
     block = max(1, int(CHUNK_VOXELS / plane / max(1.0, size_in / size_out)))
-    for start in range(0, size_out, block):
+
+    def chunk_planes(start: int) -> None:
         stop = min(start + block, size_out)
         if size_in == size_out:  # this axis keeps its size: normalise only
             out[start:stop] = normalise(np.array(moved[start:stop], dtype=np.float32))
-            continue
+            return
         first_in, last_in = int(low[start]), int(high[stop - 1])
         chunk = normalise(np.array(moved[first_in : last_in + 1], dtype=np.float32))
         result = np.take(chunk, low[start:stop] - first_in, axis=0)
@@ -111,18 +114,27 @@ def normalise_and_resample(image: np.ndarray, normalise, new_shape: Sequence[int
         upper *= weight[start:stop, None, None]
         result += upper
         out[start:stop] = result
+
+    starts = range(0, size_out, block)
+    if threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="cdl-preprocess") as pool:
+            list(pool.map(chunk_planes, starts))
+    else:
+        for start in starts:
+            chunk_planes(start)
     data = np.moveaxis(out, 0, first)[None]
     for axis in order[1:]:
         data = _linear_along(data, axis + 1, int(new_shape[axis]))
     return np.ascontiguousarray(data[0])
 
 
-def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configuration_manager) -> tuple[np.ndarray, dict]:
+def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configuration_manager,
+                    threads: int = 1) -> tuple[np.ndarray, dict]:
     """Image (C, z, y, x) in file axis order (any real dtype; a CT's stored int16 too; not modified) with nnU-Net
     reader properties -> network input (C, Z, Y, X) float32 and properties (adds shape_before_cropping,
     bbox_used_for_cropping, shape_after_cropping_and_before_resampling). Pointwise normalisations
     (`POINTWISE_NORMALIZATIONS`, CT's among them) run chunk by chunk with the first resampled axis
-    (`normalise_and_resample`); the others on a float32 copy of the channel."""
+    (`normalise_and_resample`, on `threads` threads); the others on a float32 copy of the channel."""
     image = data.transpose([0, *[i + 1 for i in plans_manager.transpose_forward]])
     original_spacing = [properties["spacing"][i] for i in plans_manager.transpose_forward]
     shape = tuple(int(s) for s in image.shape[1:])
@@ -138,7 +150,8 @@ def fast_preprocess(data: np.ndarray, properties: dict, plans_manager, configura
         normalizer = normalizer_class(scheme)(use_mask_for_norm=configuration_manager.use_mask_for_norm[channel],
                                               intensityproperties=intensities[str(channel)])
         if scheme in POINTWISE_NORMALIZATIONS:
-            channels.append(normalise_and_resample(image[channel], lambda chunk: normalizer.run(chunk, None), new_shape))
+            channels.append(normalise_and_resample(image[channel], lambda chunk: normalizer.run(chunk, None), new_shape,
+                                                   threads))
         else:
             normalised = normalizer.run(np.array(image[channel], dtype=np.float32), None)
             channels.append(resample_linear(normalised[None], new_shape)[0])
