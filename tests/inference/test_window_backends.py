@@ -120,3 +120,20 @@ def test_auto_times_every_usable_backend_once_per_model_and_cpu(tmp_path, monkey
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2_VNNI")  # another instruction set: measured again
     _, measured_capped, _ = choose_backend(net, x, 1, checkpoint)
     assert not measured_capped["cached"] and not any(n.endswith("bf16") for n in measured_capped["seconds_per_window"])
+
+
+def test_openvino_window_output_buffers_are_reused_in_turn(tmp_path):
+    import numpy as np
+
+    from nnunet_cdl.inference.backends import load_openvino_model
+    from nnunet_cdl.inference.runtime import OpenVinoWindow
+
+    example = torch.randn(1, 1, 8, 16, 16)
+    model = load_openvino_model(small_net(), example, None)
+    fresh, buffered = OpenVinoWindow(model, False, 1), OpenVinoWindow(model, False, 1, output_buffers=2)
+    inputs = [np.random.default_rng(i).normal(size=(1, 1, 8, 16, 16)).astype(np.float32) for i in range(3)]
+    first, second = buffered(inputs[0]), buffered(inputs[1])
+    assert first is not second and np.array_equal(first, fresh(inputs[0])) and np.array_equal(second, fresh(inputs[1]))
+    third = buffered(inputs[2])
+    assert third is first and np.array_equal(third, fresh(inputs[2])), "the call after next reuses the first array"
+    assert fresh(inputs[0]) is not fresh(inputs[0]), "without buffers every call returns a new array"

@@ -262,17 +262,17 @@ def _run_located(plan: TilingPlan, rules: TilingRules, num_classes: int, stream:
                for prediction in predictions(slab.center for slab in plan.slabs)]
     column = center_column(plan.slabs, [labels for _, labels in centers], plan.image_shape[0])
     located = located_organs(column, rules.locate_min_fraction)
-    decisions = [_decide(slab, located[slab.center.slicer()[0]], rules, num_classes) for slab in plan.slabs]
+    deciding = [located[slab.center.slicer()[0]] for slab in plan.slabs]
+    decisions = [_decide(slab, labels, rules, num_classes) for slab, labels in zip(plan.slabs, deciding)]
     others = predictions(window for decision in decisions for window in decision.run)
-    for slab, (stored, center_labels), decision in zip(plan.slabs, centers, decisions):
+    for slab, (stored, center_labels), labels, decision in zip(plan.slabs, centers, deciding, decisions):
         stream.advance(slab.center.start[0])
         stream.add(slab.center, stored, weights)
         for window in decision.run:
             stream.add(window, next(others), weights)
         result.windows_skipped += len(slab.others) - len(decision.run)
         result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run),
-                                        organ_voxels(center_labels, num_classes),
-                                        organ_voxels(located[slab.center.slicer()[0]], num_classes)))
+                                        organ_voxels(center_labels, num_classes), organ_voxels(labels, num_classes)))
 
 
 def _run_center_decided(plan: TilingPlan, rules: TilingRules, num_classes: int, stream: _ZStream,
