@@ -219,19 +219,22 @@ def run_plan(
             """Logits of `windows` in order; the first starts now, and each next one while the caller uses the
             one before."""
             queue = list(windows)
-            pending = [worker.submit(network, queue[0])] if queue else []
+            if not queue:
+                return iter(())
+            first = worker.submit(network, queue[0])
 
             def results() -> Iterator[np.ndarray]:
-                for following in queue[1:] + [None]:
-                    prediction = pending.pop().result()
+                pending = first
+                for following in [*queue[1:], None]:
+                    prediction = pending.result()
                     if following is not None:
-                        pending.append(worker.submit(network, following))
+                        pending = worker.submit(network, following)
                     result.windows_run += 1
                     if on_window is not None:
                         on_window()
                     yield prediction
 
-            return results() if queue else iter(())
+            return results()
 
         if rules.locate_first:
             _run_located(plan, rules, num_classes, stream, weights, result, predictions)
@@ -245,10 +248,12 @@ def run_plan(
 Predictions = Callable[[Iterable[Window]], Iterator[np.ndarray]]
 
 
-def _decide(slab: Slab, deciding_labels: np.ndarray, rules: TilingRules, num_classes: int) -> SlabDecision:
+def _decide(slab: Slab, deciding_labels: np.ndarray, rules: TilingRules,
+            num_classes: int) -> tuple[SlabDecision, dict[int, int]]:
+    """The slab's decision from `deciding_labels`, and their voxels per organ label (`organ_voxels`)."""
     counts = np.bincount(deciding_labels.ravel(), minlength=num_classes).tolist()
     contacts = tube_edge_contacts(deciding_labels, rules.tube_labels) if rules.tube_rule else {}
-    return decide_others(slab, counts, contacts, rules)
+    return decide_others(slab, counts, contacts, rules), _nonzero_organs(counts)
 
 
 def _run_located(plan: TilingPlan, rules: TilingRules, num_classes: int, stream: _ZStream, weights: np.ndarray,
@@ -262,17 +267,16 @@ def _run_located(plan: TilingPlan, rules: TilingRules, num_classes: int, stream:
                for prediction in predictions(slab.center for slab in plan.slabs)]
     column = center_column(plan.slabs, [labels for _, labels in centers], plan.image_shape[0])
     located = located_organs(column, rules.locate_min_fraction)
-    deciding = [located[slab.center.slicer()[0]] for slab in plan.slabs]
-    decisions = [_decide(slab, labels, rules, num_classes) for slab, labels in zip(plan.slabs, deciding)]
-    others = predictions(window for decision in decisions for window in decision.run)
-    for slab, (stored, center_labels), labels, decision in zip(plan.slabs, centers, deciding, decisions):
+    decisions = [_decide(slab, located[slab.center.slicer()[0]], rules, num_classes) for slab in plan.slabs]
+    others = predictions(window for decision, _ in decisions for window in decision.run)
+    for slab, (stored, center_labels), (decision, located_voxels) in zip(plan.slabs, centers, decisions):
         stream.advance(slab.center.start[0])
         stream.add(slab.center, stored, weights)
         for window in decision.run:
             stream.add(window, next(others), weights)
         result.windows_skipped += len(slab.others) - len(decision.run)
         result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run),
-                                        organ_voxels(center_labels, num_classes), organ_voxels(labels, num_classes)))
+                                        organ_voxels(center_labels, num_classes), located_voxels))
 
 
 def _run_center_decided(plan: TilingPlan, rules: TilingRules, num_classes: int, stream: _ZStream,
@@ -289,12 +293,11 @@ def _run_center_decided(plan: TilingPlan, rules: TilingRules, num_classes: int, 
         prediction = next(predictions([slab.center]))
         center_labels = argmax_labels(prediction)
         stream.add(slab.center, prediction, weights)
-        decision = _decide(slab, center_labels, rules, num_classes)
+        decision, center_voxels = _decide(slab, center_labels, rules, num_classes)
         for window, logits in zip(decision.run, predictions(decision.run)):
             stream.add(window, logits, weights)
         result.windows_skipped += len(slab.others) - len(decision.run)
-        result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run),
-                                        organ_voxels(center_labels, num_classes)))
+        result.slabs.append(SlabOutcome(decision.reason, _box(slab.center), 1 + len(decision.run), center_voxels))
         previous = decision.reason
 
 
@@ -304,5 +307,8 @@ def _box(window: Window) -> tuple[tuple[int, int], ...]:
 
 def organ_voxels(labels: np.ndarray, num_classes: int) -> dict[int, int]:
     """Voxels per organ label present in `labels` (background left out)."""
-    counts = np.bincount(labels.ravel(), minlength=num_classes)
-    return {label: int(n) for label, n in enumerate(counts.tolist()) if label and n}
+    return _nonzero_organs(np.bincount(labels.ravel(), minlength=num_classes).tolist())
+
+
+def _nonzero_organs(counts: list[int]) -> dict[int, int]:
+    return {label: int(n) for label, n in enumerate(counts) if label and n}
